@@ -1,0 +1,43 @@
+# Portcullis: the two commands are `make demo` (the whole pipeline, locally) and `make test` (everything CI runs).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all demo test tools lint doc unit infra-check package bench clean
+
+all: test
+
+## Install test tools (Azurite into .tools/, nftables/ipset from Debian when root). Idempotent.
+tools:
+	@bash scripts/tools.sh
+
+## Run the whole pipeline locally: Azurite, the handler, the agent, a sample incident, a real block.
+demo: tools
+	@bash scripts/demo.sh
+
+## Everything CI runs: formatting, lints, docs, all tests (Azurite and network namespaces), infra validation.
+test: tools lint doc unit infra-check
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items --locked
+
+unit:
+	$(CARGO) test --workspace --locked
+
+infra-check:
+	@if [ -f infra/validate.sh ]; then bash infra/validate.sh; else echo "infra: nothing to validate yet"; fi
+
+## Build the Functions app zip (static musl handler + host.json + function folders) into dist/.
+package:
+	@bash scripts/package.sh
+
+## Benchmarks (see BENCHMARKS.md); not part of `make test`.
+bench: tools
+	@bash scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf dist .demo

@@ -1,0 +1,2 @@
+//! Portcullis agent binary (placeholder until the agent lands).
+fn main() {}

@@ -1,0 +1,24 @@
+//! The Portcullis queue message and everything both binaries must agree on.
+//!
+//! # Layout
+//! `target` (one address or network, canonical) → `policy` (the never-block rules) → `message` (the signed
+//! wire format) → `connection` (queue settings and operations; `sas` derives account SAS tokens).
+//! `duration` parses the ISO-8601 durations used in settings and payloads.
+
+pub mod connection;
+pub mod duration;
+pub mod message;
+pub mod policy;
+pub mod sas;
+pub mod target;
+
+pub use connection::{ConnectionError, Queue, QueueConnection, QueueError, Received};
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use message::{
+    Action, BlockMessage, DecodeError, KeyError, SigningKey, Source, MAX_MESSAGE_BYTES,
+};
+pub use policy::{NeverBlock, Refusal, SpecialRange};
+pub use target::{Target, TargetError};
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,79 @@
+//! The queue operations against a real Azurite: account-key connection strings (derived SAS) and SAS URLs.
+
+use std::sync::Arc;
+
+use queue_message::testing::Azurite;
+use queue_message::{QueueConnection, QueueError};
+
+#[tokio::test]
+async fn send_receive_delete_with_an_account_key() {
+    let azurite = Azurite::start();
+    let connection = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
+    let queue = connection.queue("roundtrip");
+    assert!(!queue.exists().await.unwrap());
+    assert!(matches!(
+        queue.send("x", 60).await,
+        Err(QueueError::NotFound(_))
+    ));
+    queue.create_if_missing().await.unwrap();
+    queue.create_if_missing().await.unwrap();
+    queue.send("{\"a\":\"<&>\"}", 60).await.unwrap();
+    queue.send("second", 60).await.unwrap();
+    assert_eq!(queue.approximate_count().await.unwrap(), 2);
+
+    let received = queue.receive(32, 30).await.unwrap();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].text, "{\"a\":\"<&>\"}");
+    assert_eq!(received[0].dequeue_count, 1);
+    // Hidden while the visibility timeout runs.
+    assert!(queue.receive(32, 30).await.unwrap().is_empty());
+    for m in &received {
+        queue.delete(&m.id, &m.pop_receipt).await.unwrap();
+    }
+    assert_eq!(queue.approximate_count().await.unwrap(), 0);
+    // exists, failed send, 2 creates, 2 sends, count, 2 receives, 2 deletes, count.
+    assert_eq!(queue.transactions(), 12);
+}
+
+#[tokio::test]
+async fn a_sas_url_reaches_the_queue_and_a_wrong_key_is_denied() {
+    let azurite = Azurite::start();
+    let admin = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
+    admin.queue("site1").create_if_missing().await.unwrap();
+
+    // A service URL with an account SAS signed by the well-known key, as a user would paste it.
+    let sas = queue_message::sas::AccountSas {
+        account: "devstoreaccount1",
+        permissions: "raup",
+        resource_types: "sco",
+        start: None,
+        expiry: chrono::Utc::now() + chrono::Duration::hours(1),
+        protocol: "https,http",
+    }
+    .sign(&base64_key());
+    let url = format!("{}/site1?{sas}", azurite.service_url("http"));
+    let connection = Arc::new(QueueConnection::parse(&url).unwrap());
+    let queue = connection.queue(connection.queue_hint().unwrap());
+    queue.send("via sas", 60).await.unwrap();
+    assert_eq!(queue.receive(1, 5).await.unwrap()[0].text, "via sas");
+
+    let wrong = azurite.connection_string().replace("Eby8", "Zby8");
+    let denied = Arc::new(QueueConnection::parse(&wrong).unwrap())
+        .queue("site1")
+        .send("x", 60)
+        .await;
+    match denied {
+        Err(QueueError::Denied(text)) => assert!(
+            !text.contains("sig=") || text.contains("sig=REDACTED"),
+            "{text}"
+        ),
+        other => panic!("expected Denied, got {other:?}"),
+    }
+}
+
+fn base64_key() -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(queue_message::connection::DEV_ACCOUNT_KEY)
+        .unwrap()
+}

@@ -1,0 +1,2 @@
+//! Portcullis Functions handler (placeholder until the handler lands).
+fn main() {}
