@@ -25,6 +25,7 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items --locked
 
 unit:
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
 infra-check:
