@@ -389,11 +389,14 @@ pub struct Received {
     pub dequeue_count: u32,
 }
 
+/// A client and, for a derived SAS, when to rebuild it.
+type CachedClient = (Arc<QueueClient>, Option<DateTime<Utc>>);
+
 /// A handle on one queue; rebuilds its client before a derived SAS expires and counts storage transactions.
 pub struct Queue {
     connection: Arc<QueueConnection>,
     name: String,
-    cached: Mutex<Option<(Arc<QueueClient>, Option<DateTime<Utc>>)>>,
+    cached: Mutex<Option<CachedClient>>,
     transactions: AtomicU64,
 }
 

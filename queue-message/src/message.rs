@@ -2,7 +2,7 @@
 //!
 //! This module is the only place that knows the wire format (schema in `schema/block-message.v1.json`).
 //! A message is one JSON object; its signature is HMAC-SHA256 over the *canonical bytes*: the same object
-//! without `sig`, with fields in the order of [`Unsigned`], serialised compactly by `serde_json`. The decoder
+//! without `sig`, with fields in the order of `Unsigned`, serialised compactly by `serde_json`. The decoder
 //! refuses unknown fields and non-canonical targets and timestamps, so a verified message has exactly one
 //! spelling and the verifier can rebuild the canonical bytes from the parsed value.
 

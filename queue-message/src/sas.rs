@@ -35,16 +35,18 @@ pub struct AccountSas<'a> {
 impl AccountSas<'_> {
     /// The string-to-sign, field by field as the documentation lists them.
     pub fn string_to_sign(&self) -> String {
+        let Self {
+            account,
+            permissions,
+            resource_types,
+            protocol,
+            ..
+        } = self;
         let start = self.start.map(fmt_time).unwrap_or_default();
+        let expiry = fmt_time(self.expiry);
+        // account, permissions, service, resource types, start, expiry, IP, protocol, version, encryption scope.
         format!(
-            "{}\n{}\nq\n{}\n{}\n{}\n\n{}\n{}\n\n",
-            self.account,
-            self.permissions,
-            self.resource_types,
-            start,
-            fmt_time(self.expiry),
-            self.protocol,
-            SAS_VERSION,
+            "{account}\n{permissions}\nq\n{resource_types}\n{start}\n{expiry}\n\n{protocol}\n{SAS_VERSION}\n\n"
         )
     }
 
