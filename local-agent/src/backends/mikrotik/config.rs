@@ -1,0 +1,107 @@
+//! `[firewall.mikrotik]`: the raw TOML keys and their validated form.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::backends::http::{Endpoint, SecretSource};
+use crate::config::ConfigError;
+use crate::span::Span;
+
+/// The table's dotted name, for error messages.
+pub const TABLE: &str = "firewall.mikrotik";
+/// Environment variable for the password when neither `password` nor `password_file` is set.
+pub const PASSWORD_ENV: &str = "PORTCULLIS_MIKROTIK_PASSWORD";
+
+/// The `[firewall.mikrotik]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMikrotikConfig {
+    /// Router base URL with the `www-ssl` service (`https://192.168.88.1`); the REST API is below `/rest`.
+    pub url: String,
+    /// RouterOS user in a group with the `read`, `write`, `api` and `rest-api` policies.
+    pub username: String,
+    /// Its password; or `password_file`, or the `PORTCULLIS_MIKROTIK_PASSWORD` environment variable.
+    pub password: Option<String>,
+    /// File holding the password (one line).
+    pub password_file: Option<PathBuf>,
+    /// Address list the agent adds to (`/ip firewall address-list` and `/ipv6 firewall address-list`).
+    #[serde(default = "default_list")]
+    pub list: String,
+    /// Comment that tags the agent's entries; entries without it are never changed or removed.
+    #[serde(default = "default_comment")]
+    pub comment: String,
+    /// PEM file with the CA that signed the router's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the router's certificate (`sha256:AB:CD:…`), for a self-signed certificate.
+    pub fingerprint: Option<String>,
+    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Time limit for each HTTP request ("15s").
+    pub timeout: Option<Span>,
+}
+
+fn default_list() -> String {
+    "portcullis".to_owned()
+}
+
+fn default_comment() -> String {
+    "portcullis".to_owned()
+}
+
+/// The validated `[firewall.mikrotik]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MikrotikConfig {
+    /// Where the router is and how it is trusted.
+    pub endpoint: Endpoint,
+    /// RouterOS user.
+    pub username: String,
+    /// Its password.
+    pub password: SecretSource,
+    /// Address list name.
+    pub list: String,
+    /// Ownership tag.
+    pub comment: String,
+}
+
+fn plain(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    if value.is_empty()
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(ConfigError::new(
+            format!("{TABLE}.{key}"),
+            format!("{value:?}: use letters, digits, `-`, `_`, `.` and `:` only"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+impl MikrotikConfig {
+    /// Checks the raw keys; no I/O.
+    pub fn from_raw(raw: RawMikrotikConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            endpoint: Endpoint::parse(
+                TABLE,
+                &raw.url,
+                raw.ca_file,
+                raw.fingerprint.as_deref(),
+                raw.insecure_skip_verify,
+                raw.timeout,
+            )?,
+            username: plain("username", &raw.username)?,
+            password: SecretSource::new(
+                TABLE,
+                "password",
+                raw.password,
+                raw.password_file,
+                PASSWORD_ENV,
+            )?,
+            list: plain("list", &raw.list)?,
+            comment: plain("comment", &raw.comment)?,
+        })
+    }
+}

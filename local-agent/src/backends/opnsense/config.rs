@@ -1,0 +1,114 @@
+//! `[firewall.opnsense]`: the raw TOML keys and their validated form.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::backends::http::{Endpoint, SecretSource};
+use crate::config::ConfigError;
+use crate::span::Span;
+
+/// The table's dotted name, for error messages.
+pub const TABLE: &str = "firewall.opnsense";
+/// Environment variable for the API key when neither `api_key` nor `api_key_file` is set.
+pub const API_KEY_ENV: &str = "PORTCULLIS_OPNSENSE_API_KEY";
+/// Environment variable for the API secret when neither `api_secret` nor `api_secret_file` is set.
+pub const API_SECRET_ENV: &str = "PORTCULLIS_OPNSENSE_API_SECRET";
+
+/// The `[firewall.opnsense]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpnsenseConfig {
+    /// Web GUI base URL (`https://192.168.1.1`); the API is below `/api`.
+    pub url: String,
+    /// API key of the agent's user (System → Access → Users → API keys); or `api_key_file`, or the
+    /// `PORTCULLIS_OPNSENSE_API_KEY` environment variable.
+    pub api_key: Option<String>,
+    /// File holding the API key.
+    pub api_key_file: Option<PathBuf>,
+    /// The key's secret; or `api_secret_file`, or the `PORTCULLIS_OPNSENSE_API_SECRET` environment variable.
+    pub api_secret: Option<String>,
+    /// File holding the API secret.
+    pub api_secret_file: Option<PathBuf>,
+    /// Name of the "External (advanced)" alias that holds the blocks (both families).
+    #[serde(default = "default_alias")]
+    pub alias: String,
+    /// Create the alias at start when it does not exist (`addItem` + `reconfigure`). The firewall rule that
+    /// blocks its sources is always a manual step.
+    #[serde(default)]
+    pub create_alias: bool,
+    /// PEM file with the CA that signed the web GUI certificate.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the web GUI certificate (`sha256:AB:CD:…`), for the self-signed default.
+    pub fingerprint: Option<String>,
+    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Time limit for each HTTP request ("15s").
+    pub timeout: Option<Span>,
+}
+
+fn default_alias() -> String {
+    "portcullis".to_owned()
+}
+
+/// The validated `[firewall.opnsense]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpnsenseConfig {
+    /// Where the firewall is and how it is trusted.
+    pub endpoint: Endpoint,
+    /// API key.
+    pub api_key: SecretSource,
+    /// API secret.
+    pub api_secret: SecretSource,
+    /// Alias name.
+    pub alias: String,
+    /// Create the alias when missing.
+    pub create_alias: bool,
+}
+
+impl OpnsenseConfig {
+    /// Checks the raw keys; no I/O.
+    pub fn from_raw(raw: RawOpnsenseConfig) -> Result<Self, ConfigError> {
+        let alias = raw.alias.trim().to_owned();
+        // OPNsense alias names: letters, digits and underscores, at most 32 characters.
+        if alias.is_empty()
+            || alias.len() > 32
+            || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::new(
+                format!("{TABLE}.alias"),
+                format!(
+                    "{:?}: OPNsense alias names are up to 32 letters, digits and `_`",
+                    raw.alias
+                ),
+            ));
+        }
+        Ok(Self {
+            endpoint: Endpoint::parse(
+                TABLE,
+                &raw.url,
+                raw.ca_file,
+                raw.fingerprint.as_deref(),
+                raw.insecure_skip_verify,
+                raw.timeout,
+            )?,
+            api_key: SecretSource::new(
+                TABLE,
+                "api_key",
+                raw.api_key,
+                raw.api_key_file,
+                API_KEY_ENV,
+            )?,
+            api_secret: SecretSource::new(
+                TABLE,
+                "api_secret",
+                raw.api_secret,
+                raw.api_secret_file,
+                API_SECRET_ENV,
+            )?,
+            alias,
+            create_alias: raw.create_alias,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! `[firewall.pfsense]`: the raw TOML keys and their validated form.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backends::http::{Endpoint, SecretSource};
+use crate::config::ConfigError;
+use crate::span::Span;
+
+/// The table's dotted name, for error messages.
+pub const TABLE: &str = "firewall.pfsense";
+/// Environment variable for the API key when neither `api_key` nor `api_key_file` is set.
+pub const API_KEY_ENV: &str = "PORTCULLIS_PFSENSE_API_KEY";
+/// Default batch window: every change is a config write and a filter reload.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(5);
+
+/// The `[firewall.pfsense]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPfsenseConfig {
+    /// Web GUI base URL (`https://192.168.1.1`) with the REST API package (pfrest v2) installed.
+    pub url: String,
+    /// REST API key (System → REST API → Keys) sent as `X-API-Key`; or `api_key_file`, or the
+    /// `PORTCULLIS_PFSENSE_API_KEY` environment variable.
+    pub api_key: Option<String>,
+    /// File holding the API key.
+    pub api_key_file: Option<PathBuf>,
+    /// Name of the network alias that holds the blocks (both families).
+    #[serde(default = "default_alias")]
+    pub alias: String,
+    /// Create the alias at start when it does not exist. The firewall rule that blocks its sources is
+    /// always a manual step.
+    #[serde(default)]
+    pub create_alias: bool,
+    /// How long the agent keeps collecting messages before one commit ("5s"); each commit reloads the
+    /// filter.
+    pub batch_window: Option<Span>,
+    /// PEM file with the CA that signed the web GUI certificate.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the web GUI certificate (`sha256:AB:CD:…`), for the self-signed default.
+    pub fingerprint: Option<String>,
+    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Time limit for each HTTP request ("30s": an apply reloads the filter).
+    pub timeout: Option<Span>,
+}
+
+fn default_alias() -> String {
+    "portcullis".to_owned()
+}
+
+/// The validated `[firewall.pfsense]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfsenseConfig {
+    /// Where the firewall is and how it is trusted.
+    pub endpoint: Endpoint,
+    /// API key.
+    pub api_key: SecretSource,
+    /// Alias name.
+    pub alias: String,
+    /// Create the alias when missing.
+    pub create_alias: bool,
+    /// The agent's batch window.
+    pub batch_window: Duration,
+}
+
+impl PfsenseConfig {
+    /// Checks the raw keys; no I/O.
+    pub fn from_raw(raw: RawPfsenseConfig) -> Result<Self, ConfigError> {
+        let alias = raw.alias.trim().to_owned();
+        // pfSense alias names: letters, digits and underscores, at most 31 characters.
+        if alias.is_empty()
+            || alias.len() > 31
+            || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::new(
+                format!("{TABLE}.alias"),
+                format!(
+                    "{:?}: pfSense alias names are up to 31 letters, digits and `_`",
+                    raw.alias
+                ),
+            ));
+        }
+        Ok(Self {
+            endpoint: Endpoint::parse(
+                TABLE,
+                &raw.url,
+                raw.ca_file,
+                raw.fingerprint.as_deref(),
+                raw.insecure_skip_verify,
+                Some(raw.timeout.unwrap_or(Span::secs(30))),
+            )?,
+            api_key: SecretSource::new(
+                TABLE,
+                "api_key",
+                raw.api_key,
+                raw.api_key_file,
+                API_KEY_ENV,
+            )?,
+            alias,
+            create_alias: raw.create_alias,
+            batch_window: raw.batch_window.map_or(DEFAULT_BATCH_WINDOW, Span::get),
+        })
+    }
+}
