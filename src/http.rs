@@ -1,0 +1,228 @@
+//! Routes and the two host modes.
+//!
+//! - Forwarding/proxying (`enableProxyingHttpRequest`): the host passes the caller's request through to
+//!   `POST /api/alerts` and `POST /api/blocks`; the handler's response goes back as is.
+//! - Data/Metadata (the default protocol): the host posts `{"Data": {"req": {…, "Body": "…"}}, "Metadata":
+//!   {…}}` to `POST /alerts` and `POST /blocks` (function names) and expects 200 with `{"Outputs": {"res":
+//!   {"statusCode", "body", "headers"}}, "Logs": […], "ReturnValue": null}`.
+//!
+//! Both modes run [`crate::service::process`] on the same bytes, so the caller sees the same status and
+//! body either way. `GET /` answers the host's readiness poll.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, State};
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, Reply};
+use crate::service::{body_bytes, process, AppState, Function};
+
+/// The header the host puts on every call.
+pub const INVOCATION_ID: &str = "x-azure-functions-invocationid";
+
+/// The router: readiness, both functions in both modes, RFC 7807 404 and 405.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route(
+            "/api/alerts",
+            post(|s: State<Arc<AppState>>, h: HeaderMap, b: Body| {
+                forward(s, h, b, Function::Alerts)
+            }),
+        )
+        .route(
+            "/api/blocks",
+            post(|s: State<Arc<AppState>>, h: HeaderMap, b: Body| {
+                forward(s, h, b, Function::Blocks)
+            }),
+        )
+        .route(
+            "/alerts",
+            post(|s: State<Arc<AppState>>, h: HeaderMap, b: Body| {
+                invoke(s, h, b, Function::Alerts)
+            }),
+        )
+        .route(
+            "/blocks",
+            post(|s: State<Arc<AppState>>, h: HeaderMap, b: Body| {
+                invoke(s, h, b, Function::Blocks)
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    // The path only: the query may hold the function key (`?code=`).
+                    let invocation_id = request
+                        .headers()
+                        .get(INVOCATION_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let matched = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("", MatchedPath::as_str);
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        matched_path = matched,
+                        invocation_id,
+                    )
+                })
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+/// `GET /`: the host's readiness poll (any answer means ready; we say so explicitly).
+async fn ready() -> Json<Value> {
+    Json(json!({"status": "ready"}))
+}
+
+/// Reads a body up to `limit` bytes; longer bodies are a 413, read failures a 400.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_long =
+            std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::BadEnvelope(format!("the request body could not be read: {err}"))
+        }
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("invalid"))
+}
+
+/// Forwarding/proxying mode: the caller's request as is.
+async fn forward(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+    function: Function,
+) -> Response {
+    // Refuse a non-JSON content type before reading the body.
+    if let Some(ct) = content_type(&headers) {
+        if !crate::service::is_json_content_type(ct) {
+            return process(&state, function, Some(ct), b"")
+                .await
+                .reply
+                .into_response();
+        }
+    }
+    let bytes = match read_limited(&headers, body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => return err.into_response(),
+    };
+    process(&state, function, content_type(&headers), &bytes)
+        .await
+        .reply
+        .into_response()
+}
+
+/// Data/Metadata mode: unwraps the host's invocation, answers 200 with the caller's reply in `Outputs.res`.
+async fn invoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+    function: Function,
+) -> Response {
+    // The caller's body arrives JSON-escaped inside the envelope: allow for the worst-case escaping.
+    let limit = state
+        .max_body_bytes
+        .saturating_mul(6)
+        .saturating_add(1 << 20);
+    let (reply, summary) = match read_limited(&headers, body, limit).await {
+        Err(err) => {
+            let summary = err.to_string();
+            (err.reply(), summary)
+        }
+        Ok(bytes) => match unwrap_invocation(&bytes) {
+            Err(err) => {
+                let summary = err.to_string();
+                (err.reply(), summary)
+            }
+            Ok((content_type, body)) => {
+                let processed = process(&state, function, content_type.as_deref(), &body).await;
+                (processed.reply, processed.summary)
+            }
+        },
+    };
+    host_response(&reply, &summary)
+}
+
+/// The host-facing answer: always 200, the caller's reply in `Outputs.res`.
+fn host_response(reply: &Reply, summary: &str) -> Response {
+    let envelope = json!({
+        "Outputs": { "res": reply.to_output() },
+        "Logs": [summary],
+        "ReturnValue": null,
+    });
+    (StatusCode::OK, Json(envelope)).into_response()
+}
+
+/// The caller's content type and body from an invocation envelope.
+fn unwrap_invocation(bytes: &[u8]) -> Result<(Option<String>, Vec<u8>), ApiError> {
+    let bad = |why: &str| ApiError::BadEnvelope(why.to_owned());
+    let envelope: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadEnvelope(format!("the invocation is not JSON: {e}")))?;
+    let data = field(&envelope, "Data")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("expected {\"Data\": {\"req\": {…}}, \"Metadata\": {…}}"))?;
+    let request = data
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("req"))
+        .map(|(_, v)| v)
+        .or_else(|| {
+            // Another binding name: the first input that looks like an HTTP request.
+            data.values().find(|v| field(v, "Method").is_some())
+        })
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("the invocation has no HTTP request in `Data`"))?;
+    let content_type = get_ci(request, "Headers")
+        .and_then(Value::as_object)
+        .and_then(|h| get_ci(h, "Content-Type"))
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(items) => items.first().and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        });
+    Ok((content_type, body_bytes(get_ci(request, "Body"))))
+}
+
+fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    value.as_object().and_then(|m| get_ci(m, key))
+}
+
+fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+#[cfg(test)]
+mod tests;

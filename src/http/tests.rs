@@ -1,0 +1,225 @@
+//! Router tests without a socket: both host modes, readiness, errors.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use queue_message::{BlockMessage, SigningKey};
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+use crate::{app, memory_state, MemoryQueues};
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(vec![42; 32]).unwrap()
+}
+
+fn setup() -> (axum::Router, Arc<MemoryQueues>) {
+    let queues = Arc::new(MemoryQueues::new(&["portcullis", "site2"]));
+    (app(Arc::new(memory_state(key(), &queues))), queues)
+}
+
+async fn call(
+    router: &axum::Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn post(path: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::post(path);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+fn envelope(path: &str, body: &str, content_type: &str) -> Value {
+    json!({
+        "Data": {"req": {
+            "Url": format!("http://localhost:7071/api{path}?code=secret"),
+            "Method": "POST",
+            "Query": {"code": "secret"},
+            "Headers": {"Content-Type": [content_type], "x-functions-key": ["secret"]},
+            "Params": {},
+            "Body": body
+        }},
+        "Metadata": {"sys": {"MethodName": path.trim_start_matches('/'), "UtcNow": "2026-11-26T07:00:00Z", "RandGuid": "x"}}
+    })
+}
+
+#[tokio::test]
+async fn readiness() {
+    let (router, _) = setup();
+    let (status, _, body) = call(&router, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ready");
+}
+
+#[tokio::test]
+async fn an_incident_in_both_modes_gives_the_same_answer() {
+    let incident = crate::testdata::incident_trigger("Active", None).to_string();
+    let (router, queues) = setup();
+    let (status, headers, direct) = call(
+        &router,
+        post("/api/alerts", Some("application/json"), incident.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{direct}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(direct["status"], "queued");
+    assert_eq!(direct["queued"], 3);
+    assert_eq!(direct["skipped"], 1);
+    let messages = queues.messages("site2");
+    assert_eq!(messages.len(), 1);
+    let message = BlockMessage::decode(&messages[0].text, &[key()]).unwrap();
+    assert_eq!(message.targets.len(), 3);
+    assert_eq!(message.source.kind, "sentinel-incident");
+
+    let wrapped = envelope("/alerts", &incident, "application/json").to_string();
+    let (status, _, host) = call(&router, post("/alerts", Some("application/json"), wrapped)).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = &host["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 200);
+    assert_eq!(res["headers"]["Content-Type"], "application/json");
+    let inner: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("messages");
+        v
+    };
+    assert_eq!(strip(inner), strip(direct));
+    assert!(host["Logs"][0].as_str().unwrap().contains("3 queued"));
+    assert_eq!(host["ReturnValue"], Value::Null);
+    assert!(!host.to_string().contains("secret"));
+    assert_eq!(queues.messages("portcullis").len(), 2);
+}
+
+#[tokio::test]
+async fn errors_are_problems_in_both_modes() {
+    let (router, queues) = setup();
+    let cases: Vec<(&str, Option<&str>, String, u16)> = vec![
+        (
+            "/api/alerts",
+            Some("application/json"),
+            "{\n  \"a\": }".into(),
+            400,
+        ),
+        ("/api/alerts", Some("text/plain"), "{}".into(), 415),
+        (
+            "/api/alerts",
+            Some("application/json"),
+            "{\"hello\": 1}".into(),
+            422,
+        ),
+        (
+            "/api/blocks",
+            Some("application/json"),
+            "{\"action\":\"block\",\"targets\":[]}".into(),
+            422,
+        ),
+        (
+            "/api/blocks",
+            None,
+            "{\"action\":\"block\",\"targets\":[\"x\"]}".into(),
+            422,
+        ),
+    ];
+    for (path, ct, body, want) in cases {
+        let (status, headers, direct) = call(&router, post(path, ct, body.clone())).await;
+        assert_eq!(status.as_u16(), want, "{path} {body}: {direct}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(direct["status"], want);
+        let wrapped = envelope(
+            path.trim_start_matches("/api"),
+            &body,
+            ct.unwrap_or("application/json"),
+        );
+        let (status, _, host) = call(
+            &router,
+            post(
+                path.trim_start_matches("/api"),
+                Some("application/json"),
+                wrapped.to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(host["Outputs"]["res"]["statusCode"], want);
+        let inner: Value =
+            serde_json::from_str(host["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(inner, direct);
+    }
+    let (_, _, malformed) = call(
+        &router,
+        post("/api/alerts", Some("application/json"), "{\n  \"a\": }"),
+    )
+    .await;
+    assert_eq!(
+        (malformed["line"].as_u64(), malformed["column"].as_u64()),
+        (Some(2), Some(8))
+    );
+    assert!(queues.messages("portcullis").is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let queues = Arc::new(MemoryQueues::new(&["portcullis"]));
+    let mut state = memory_state(key(), &queues);
+    state.max_body_bytes = 100;
+    let router = app(Arc::new(state));
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+    let (status, _, body) = call(
+        &router,
+        post("/api/alerts", Some("application/json"), big.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["status"], 413);
+    // A declared Content-Length over the limit is refused before reading.
+    let declared = Request::post("/api/alerts")
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(Body::from(big.clone()))
+        .unwrap();
+    let (status, _, _) = call(&router, declared).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let wrapped = envelope("/alerts", &big, "application/json").to_string();
+    let (status, _, host) = call(&router, post("/alerts", Some("application/json"), wrapped)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(host["Outputs"]["res"]["statusCode"], 413);
+}
+
+#[tokio::test]
+async fn queue_failures_are_503_with_retry_after() {
+    let (router, queues) = setup();
+    queues.set_failing(true);
+    let body = crate::testdata::incident_trigger("New", None).to_string();
+    let (status, headers, problem) =
+        call(&router, post("/api/alerts", Some("application/json"), body)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "30");
+    assert_eq!(problem["queue"], "portcullis");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let (router, _) = setup();
+    let (status, _, body) = call(&router, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["status"], 404);
+    let (status, _, _) = call(
+        &router,
+        Request::get("/api/alerts").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -1,0 +1,557 @@
+//! Settings: the environment the handler reads, in one table ([`SETTINGS`]) that both the parser and
+//! `--list-settings` use, so the documentation cannot drift from the code.
+//!
+//! [`Settings::from_lookup`] validates everything and reports *every* problem at once; nothing downstream
+//! sees a raw string. Secrets (the signing key, connection strings) never appear in errors or `Debug`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Mutex;
+
+use chrono::Duration;
+use ipnet::IpNet;
+use queue_message::{parse_duration, SigningKey};
+use serde::Serialize;
+
+use crate::plan::TtlTable;
+
+/// One setting: its name, whether it is required, its default and what it does.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Setting {
+    /// Environment variable name.
+    pub name: &'static str,
+    /// Start-up fails without it.
+    pub required: bool,
+    /// Value used when unset (`None`: no default).
+    pub default: Option<&'static str>,
+    /// What it does.
+    pub description: &'static str,
+}
+
+const fn setting(
+    name: &'static str,
+    required: bool,
+    default: Option<&'static str>,
+    description: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        required,
+        default,
+        description,
+    }
+}
+
+/// Every setting the handler reads.
+pub const SETTINGS: &[Setting] = &[
+    setting("FUNCTIONS_CUSTOMHANDLER_PORT", false, None,
+        "Port on 127.0.0.1 to listen on; set by the Functions host. Required unless `--listen ADDR` is given."),
+    setting("PORTCULLIS_SIGNING_KEY", true, None,
+        "Base64 HMAC-SHA256 key (at least 32 bytes, e.g. `openssl rand -base64 32`) that signs every message; the agent verifies with the same key."),
+    setting("PORTCULLIS_QUEUE", false, None,
+        "Queue connection string (`UseDevelopmentStorage=true`, `AccountName=…;AccountKey=…`, `…;SharedAccessSignature=…`) or a SAS URL. One of PORTCULLIS_QUEUE or PORTCULLIS_QUEUE__queueServiceUri is required."),
+    setting("PORTCULLIS_QUEUE__queueServiceUri", false, None,
+        "Queue service URI (https://<account>.queue.core.windows.net) reached with the app's managed identity. One of PORTCULLIS_QUEUE or PORTCULLIS_QUEUE__queueServiceUri is required."),
+    setting("PORTCULLIS_QUEUE__clientId", false, None,
+        "Client id of a user-assigned managed identity (with PORTCULLIS_QUEUE__queueServiceUri); unset = system-assigned."),
+    setting("PORTCULLIS_QUEUES", false, Some("portcullis"),
+        "Comma-separated queue names; every message goes to every queue (one queue per site or firewall)."),
+    setting("PORTCULLIS_CREATE_QUEUES", false, Some("false"),
+        "`true` creates missing queues (Azurite and development; in Azure the deployment creates them)."),
+    setting("PORTCULLIS_ALLOWLIST", false, Some(""),
+        "Comma-separated CIDRs that are never blocked, on top of the IANA special-purpose ranges."),
+    setting("PORTCULLIS_LAB_RANGES", false, Some(""),
+        "Comma-separated CIDRs carved back out of the special-purpose ranges (labs and tests); never out of the allowlist."),
+    setting("PORTCULLIS_MIN_PREFIX_V4", false, Some("16"),
+        "Broadest IPv4 network that may be blocked (prefix length, 0-32)."),
+    setting("PORTCULLIS_MIN_PREFIX_V6", false, Some("32"),
+        "Broadest IPv6 network that may be blocked (prefix length, 0-128)."),
+    setting("PORTCULLIS_MAX_TARGETS", false, Some("1000"),
+        "Most distinct targets one request may name; above it the whole request is refused (422)."),
+    setting("PORTCULLIS_TTL_INFORMATIONAL", false, Some("P1D"),
+        "Block lifetime (ISO-8601 duration) for Informational severity (Azure Monitor Sev4)."),
+    setting("PORTCULLIS_TTL_LOW", false, Some("P3D"),
+        "Block lifetime for Low severity (Azure Monitor Sev3)."),
+    setting("PORTCULLIS_TTL_MEDIUM", false, Some("P7D"),
+        "Block lifetime for Medium severity (Azure Monitor Sev2), unknown severities and manual blocks without `ttl`."),
+    setting("PORTCULLIS_TTL_HIGH", false, Some("P30D"),
+        "Block lifetime for High severity (Azure Monitor Sev0, Sev1)."),
+    setting("PORTCULLIS_MAX_TTL", false, Some("P90D"),
+        "Cap on every block's lifetime (also over PortcullisBlockFor, ValidUntil and `ttl`); unblock messages live this long."),
+    setting("PORTCULLIS_MAX_BODY_BYTES", false, Some("4194304"),
+        "Largest request body accepted (413 above)."),
+    setting("PORTCULLIS_IP_DIMENSIONS", false, Some(""),
+        "Comma-separated Azure Monitor dimension names whose values are targets; empty = any dimension whose value parses as an IP address or network."),
+    setting("PORTCULLIS_LOG_FORMAT", false, Some("text"),
+        "`text` or `json` (one JSON object per line)."),
+    setting("RUST_LOG", false, Some("portcullis=info,queue_message=info"),
+        "Log filter (tracing EnvFilter syntax)."),
+];
+
+/// How the queues are reached.
+#[derive(Clone, PartialEq, Eq)]
+pub enum QueueAccess {
+    /// A connection string or SAS URL (secret).
+    ConnectionString(String),
+    /// Managed identity on a queue service URI.
+    ManagedIdentity {
+        /// `https://<account>.queue.core.windows.net`.
+        service_uri: String,
+        /// User-assigned identity client id.
+        client_id: Option<String>,
+    },
+}
+
+impl fmt::Debug for QueueAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            Self::ManagedIdentity {
+                service_uri,
+                client_id,
+            } => f
+                .debug_struct("ManagedIdentity")
+                .field("service_uri", service_uri)
+                .field("client_id", client_id)
+                .finish(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`.
+    pub port: Option<u16>,
+    /// `PORTCULLIS_SIGNING_KEY`.
+    pub signing_key: SigningKey,
+    /// `PORTCULLIS_QUEUE` or `PORTCULLIS_QUEUE__queueServiceUri` (+ `__clientId`).
+    pub queue: QueueAccess,
+    /// `PORTCULLIS_QUEUES`.
+    pub queues: Vec<String>,
+    /// `PORTCULLIS_QUEUES` was set explicitly.
+    pub queues_explicit: bool,
+    /// `PORTCULLIS_CREATE_QUEUES`.
+    pub create_queues: bool,
+    /// `PORTCULLIS_ALLOWLIST`.
+    pub allowlist: Vec<IpNet>,
+    /// `PORTCULLIS_LAB_RANGES`.
+    pub lab_ranges: Vec<IpNet>,
+    /// `PORTCULLIS_MIN_PREFIX_V4`.
+    pub min_prefix_v4: u8,
+    /// `PORTCULLIS_MIN_PREFIX_V6`.
+    pub min_prefix_v6: u8,
+    /// `PORTCULLIS_MAX_TARGETS`.
+    pub max_targets: usize,
+    /// `PORTCULLIS_TTL_*` and `PORTCULLIS_MAX_TTL`.
+    pub ttl: TtlTable,
+    /// `PORTCULLIS_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `PORTCULLIS_IP_DIMENSIONS`, lower case.
+    pub ip_dimensions: Vec<String>,
+    /// `PORTCULLIS_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`.
+    pub log_filter: String,
+}
+
+/// Every problem found in the settings, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SettingsError(pub Vec<String>);
+
+/// Reads settings through a lookup function and records which names were read (so a test can check the
+/// table and the parser agree).
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    read: Mutex<BTreeSet<&'static str>>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn spec(name: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.name == name)
+    }
+
+    /// The raw value, or the table's default; empty values count as unset.
+    fn raw(&mut self, name: &'static str) -> Option<String> {
+        let spec = Self::spec(name);
+        if spec.is_none() {
+            self.problems.push(format!(
+                "internal error: setting {name} is missing from the table"
+            ));
+        }
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name);
+        let value = (self.lookup)(name).filter(|v| !v.trim().is_empty());
+        value.or_else(|| spec.and_then(|s| s.default).map(str::to_owned))
+    }
+
+    fn parse<T>(
+        &mut self,
+        name: &'static str,
+        what: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let raw = self.raw(name)?;
+        let parsed = f(raw.trim());
+        if parsed.is_none() {
+            self.problems.push(format!(
+                "{name}: `{}` is not {what}",
+                crate::alert::clip(raw.trim(), 80)
+            ));
+        }
+        parsed
+    }
+
+    fn duration(&mut self, name: &'static str, fallback: Duration) -> Duration {
+        self.parse(
+            name,
+            "a positive ISO-8601 duration (e.g. P7D, PT12H)",
+            |v| parse_duration(v).ok().filter(|d| *d > Duration::zero()),
+        )
+        .unwrap_or(fallback)
+    }
+
+    fn cidrs(&mut self, name: &'static str) -> Vec<IpNet> {
+        let Some(raw) = self.raw(name) else {
+            return Vec::new();
+        };
+        let mut nets = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match queue_message::Target::parse(item) {
+                Ok(t) => nets.push(t.net()),
+                Err(err) => self.problems.push(format!("{name}: {err}")),
+            }
+        }
+        nets
+    }
+}
+
+/// Azure queue names: 3-63 characters, lower-case letters, digits and single hyphens, starting and ending
+/// with a letter or digit.
+pub fn valid_queue_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+        && !name.contains("--")
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        Self::read(lookup).0
+    }
+
+    fn read(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> (Result<Self, SettingsError>, BTreeSet<&'static str>) {
+        let mut r = Reader {
+            lookup,
+            read: Mutex::new(BTreeSet::new()),
+            problems: Vec::new(),
+        };
+        let port = r.parse(
+            "FUNCTIONS_CUSTOMHANDLER_PORT",
+            "a port number (1-65535)",
+            |v| v.parse::<u16>().ok().filter(|p| *p > 0),
+        );
+        let signing_key = match r.raw("PORTCULLIS_SIGNING_KEY") {
+            None => {
+                r.problems.push(
+                    "PORTCULLIS_SIGNING_KEY is required (base64, at least 32 bytes; e.g. `openssl rand -base64 32`)"
+                        .to_owned(),
+                );
+                None
+            }
+            Some(text) => match SigningKey::from_base64(&text) {
+                Ok(key) => Some(key),
+                Err(err) => {
+                    r.problems.push(format!("PORTCULLIS_SIGNING_KEY: {err}"));
+                    None
+                }
+            },
+        };
+        let connection = r.raw("PORTCULLIS_QUEUE");
+        let service_uri = r.raw("PORTCULLIS_QUEUE__queueServiceUri");
+        let client_id = r.raw("PORTCULLIS_QUEUE__clientId");
+        let queue = match (connection, service_uri) {
+            (Some(_), Some(_)) => {
+                r.problems.push(
+                    "set either PORTCULLIS_QUEUE (connection string) or PORTCULLIS_QUEUE__queueServiceUri (managed identity), not both"
+                        .to_owned(),
+                );
+                None
+            }
+            (Some(text), None) => {
+                if client_id.is_some() {
+                    r.problems.push(
+                        "PORTCULLIS_QUEUE__clientId only applies with PORTCULLIS_QUEUE__queueServiceUri".to_owned(),
+                    );
+                }
+                Some(QueueAccess::ConnectionString(text.trim().to_owned()))
+            }
+            (None, Some(uri)) => Some(QueueAccess::ManagedIdentity {
+                service_uri: uri.trim().to_owned(),
+                client_id: client_id.map(|c| c.trim().to_owned()),
+            }),
+            (None, None) => {
+                r.problems.push(
+                    "one of PORTCULLIS_QUEUE (connection string or SAS URL) or PORTCULLIS_QUEUE__queueServiceUri (managed identity) is required"
+                        .to_owned(),
+                );
+                None
+            }
+        };
+        let queues_explicit = lookup("PORTCULLIS_QUEUES").is_some_and(|v| !v.trim().is_empty());
+        let queues: Vec<String> = r
+            .raw("PORTCULLIS_QUEUES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if queues.is_empty() {
+            r.problems
+                .push("PORTCULLIS_QUEUES names no queue".to_owned());
+        }
+        for name in &queues {
+            if !valid_queue_name(name) {
+                r.problems.push(format!(
+                    "PORTCULLIS_QUEUES: `{}` is not a valid queue name (3-63 lower-case letters, digits and single hyphens)",
+                    crate::alert::clip(name, 80)
+                ));
+            }
+        }
+        let create_queues = r
+            .parse("PORTCULLIS_CREATE_QUEUES", "`true` or `false`", |v| match v
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "true" | "1" | "yes" => Some(true),
+                "false" | "0" | "no" => Some(false),
+                _ => None,
+            })
+            .unwrap_or(false);
+        let allowlist = r.cidrs("PORTCULLIS_ALLOWLIST");
+        let lab_ranges = r.cidrs("PORTCULLIS_LAB_RANGES");
+        let min_prefix_v4 = r
+            .parse("PORTCULLIS_MIN_PREFIX_V4", "a prefix length 0-32", |v| {
+                v.parse::<u8>().ok().filter(|p| *p <= 32)
+            })
+            .unwrap_or(16);
+        let min_prefix_v6 = r
+            .parse("PORTCULLIS_MIN_PREFIX_V6", "a prefix length 0-128", |v| {
+                v.parse::<u8>().ok().filter(|p| *p <= 128)
+            })
+            .unwrap_or(32);
+        let max_targets = r
+            .parse("PORTCULLIS_MAX_TARGETS", "a positive number", |v| {
+                v.parse::<usize>().ok().filter(|n| *n > 0)
+            })
+            .unwrap_or(1000);
+        let defaults = TtlTable::default();
+        let ttl = TtlTable {
+            informational: r.duration("PORTCULLIS_TTL_INFORMATIONAL", defaults.informational),
+            low: r.duration("PORTCULLIS_TTL_LOW", defaults.low),
+            medium: r.duration("PORTCULLIS_TTL_MEDIUM", defaults.medium),
+            high: r.duration("PORTCULLIS_TTL_HIGH", defaults.high),
+            max: r.duration("PORTCULLIS_MAX_TTL", defaults.max),
+        };
+        if ttl.max > Duration::seconds(i64::from(i32::MAX)) {
+            r.problems.push("PORTCULLIS_MAX_TTL: at most about 68 years (queue message lifetimes are 32-bit seconds)".to_owned());
+        }
+        let max_body_bytes = r
+            .parse(
+                "PORTCULLIS_MAX_BODY_BYTES",
+                "a positive number of bytes",
+                |v| v.parse::<usize>().ok().filter(|n| *n > 0),
+            )
+            .unwrap_or(4 * 1024 * 1024);
+        let ip_dimensions = r
+            .raw("PORTCULLIS_IP_DIMENSIONS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let log_format = r
+            .parse("PORTCULLIS_LOG_FORMAT", "`text` or `json`", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "text" => Some(LogFormat::Text),
+                    "json" => Some(LogFormat::Json),
+                    _ => None,
+                }
+            })
+            .unwrap_or(LogFormat::Text);
+        let log_filter = r.raw("RUST_LOG").unwrap_or_default();
+
+        let read = r.read.lock().map(|s| s.clone()).unwrap_or_default();
+        let result = match (signing_key, queue) {
+            (Some(signing_key), Some(queue)) if r.problems.is_empty() => Ok(Self {
+                port,
+                signing_key,
+                queue,
+                queues,
+                queues_explicit,
+                create_queues,
+                allowlist,
+                lab_ranges,
+                min_prefix_v4,
+                min_prefix_v6,
+                max_targets,
+                ttl,
+                max_body_bytes,
+                ip_dimensions,
+                log_format,
+                log_filter,
+            }),
+            _ => Err(SettingsError(r.problems)),
+        };
+        (result, read)
+    }
+}
+
+/// `--list-settings`: the table as a JSON array of `{"name", "required", "default", "description"}`.
+pub fn list_settings_json() -> String {
+    serde_json::to_string_pretty(SETTINGS).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(&move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn minimal_settings_take_the_defaults() {
+        let s = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+        ])
+        .unwrap();
+        assert_eq!(s.port, None);
+        assert_eq!(s.queues, ["portcullis"]);
+        assert!(!s.queues_explicit);
+        assert!(!s.create_queues);
+        assert_eq!(
+            (s.min_prefix_v4, s.min_prefix_v6, s.max_targets),
+            (16, 32, 1000)
+        );
+        assert_eq!(s.ttl, TtlTable::default());
+        assert_eq!(s.max_body_bytes, 4_194_304);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(
+            !format!("{s:?}").contains("UseDevelopmentStorage"),
+            "connection strings are secret"
+        );
+    }
+
+    #[test]
+    fn the_table_and_the_parser_agree() {
+        let (_, read) = Settings::read(&|_| None);
+        let table: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        assert_eq!(read, table);
+        assert_eq!(
+            SETTINGS
+                .iter()
+                .filter(|s| s.required)
+                .map(|s| s.name)
+                .collect::<Vec<_>>(),
+            ["PORTCULLIS_SIGNING_KEY"]
+        );
+        let listed: serde_json::Value = serde_json::from_str(&list_settings_json()).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), SETTINGS.len());
+        assert_eq!(listed[5]["name"], "PORTCULLIS_QUEUES");
+        assert_eq!(listed[5]["default"], "portcullis");
+        assert_eq!(listed[2]["default"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_without_secrets() {
+        let err = with(&[
+            ("PORTCULLIS_SIGNING_KEY", "c2hvcnQ="),
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "http"),
+            ("PORTCULLIS_QUEUES", "Bad_Name,ok-queue"),
+            ("PORTCULLIS_ALLOWLIST", "10.0.0.1/8, 192.0.2.0/24"),
+            ("PORTCULLIS_TTL_HIGH", "P1M"),
+            ("PORTCULLIS_MIN_PREFIX_V4", "33"),
+            ("PORTCULLIS_LOG_FORMAT", "xml"),
+            ("PORTCULLIS_CREATE_QUEUES", "maybe"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 9, "{err}");
+        assert!(err.to_string().contains("one of PORTCULLIS_QUEUE"));
+        assert!(!err.to_string().contains("c2hvcnQ"));
+    }
+
+    #[test]
+    fn managed_identity_and_exclusivity() {
+        let s = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            (
+                "PORTCULLIS_QUEUE__queueServiceUri",
+                "https://acct.queue.core.windows.net",
+            ),
+            ("PORTCULLIS_QUEUE__clientId", "0000-1111"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            s.queue,
+            QueueAccess::ManagedIdentity {
+                client_id: Some(_),
+                ..
+            }
+        ));
+        let err = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            (
+                "PORTCULLIS_QUEUE__queueServiceUri",
+                "https://acct.queue.core.windows.net",
+            ),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"));
+    }
+
+    #[test]
+    fn queue_names() {
+        for ok in ["portcullis", "site-1", "abc", &"a".repeat(63)] {
+            assert!(valid_queue_name(ok), "{ok}");
+        }
+        for bad in ["ab", "Site", "a--b", "-ab", "ab-", "a_b", &"a".repeat(64)] {
+            assert!(!valid_queue_name(bad), "{bad}");
+        }
+    }
+}
