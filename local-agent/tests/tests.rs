@@ -1,1 +1,14 @@
-//! Agent integration tests.
+//! Agent integration tests: one binary (`cargo test -p portcullis-agent --test integration`).
+//!
+//! Real parts only: Azurite started per test (`queue_message::testing::Azurite`), nftables and ipset inside
+//! network namespaces the tests create and remove (`netns`), the `portcullis-agent` binary, and for the
+//! end-to-end test the `portcullis-handler` binary. Needs root for the namespace tests (CI runs as root).
+
+// Helpers are `pub` for the sibling test modules; the test crate exports nothing.
+#![allow(unreachable_pub)]
+
+/// Two-namespace lab: veth pair, documentation addresses, TCP probes, cleanup on drop.
+mod netns;
+
+/// The nftables and ipset backends against the kernel, inside a lab.
+mod backends;
