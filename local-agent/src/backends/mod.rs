@@ -4,6 +4,24 @@
 //! Every backend owns only its own objects (a table, a set, address groups, an alias) and never touches
 //! anything else on the firewall. The agent's state database is the source of truth; a backend is told what
 //! to add and remove, and reports what it holds so the agent can reconcile drift.
+//!
+//! # Configuration and construction
+//! `[firewall] backend = "…"` picks one backend; its settings live in the sub-table of the same name
+//! (`[firewall.nftables]`, `[firewall.unifi]`, …). Construction has two steps, as in vector's sinks:
+//! [`FirewallConfig::validate`] is pure (no I/O: it parses the sub-table into the backend's typed config,
+//! `deny_unknown_fields`, so a typo is named), then [`build`] does the I/O (spawns `nft`, logs in to a
+//! controller) and returns the backend. Each backend module provides the same pair:
+//! `fn validate(Option<toml::Value>) -> Result<XConfig, ConfigError>` and
+//! `async fn build(XConfig) -> Result<Box<dyn Backend>, BackendError>`; adding a backend means one module,
+//! one [`BackendConfig`] variant and one arm in each of [`FirewallConfig::validate`] and [`build`].
+//!
+//! # Modules
+//! - [`dry_run`]: logs the plan, keeps an in-memory set; the reference for the backend contract tests.
+//! - [`nftables`]: own `inet` table, host and network sets with kernel timeouts, one `nft` transaction per
+//!   commit.
+//! - [`ipset`]: `hash:net` sets with timeouts plus one iptables/ip6tables jump rule each, `ipset restore`
+//!   batches; for older NAS kernels.
+//! - [`exec`]: runs `nft`/`ipset`/`iptables`, optionally inside a network namespace.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,6 +29,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use queue_message::Target;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::span::Span;
+
+pub mod dry_run;
+pub mod exec;
+pub mod http;
+pub mod ipset;
+pub mod mikrotik;
+pub mod nftables;
+pub mod opnsense;
+pub mod pfsense;
+pub mod unifi;
 
 /// One target to block until `expires_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,5 +129,223 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Called once when the agent stops. Blocks stay in place.
     async fn shutdown(&mut self) -> Result<(), BackendError> {
         Ok(())
+    }
+}
+
+/// Which backend enforces the blocks (`[firewall] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// Linux nftables (own `inet` table).
+    Nftables,
+    /// Linux ipset + iptables/ip6tables (older kernels, NAS systems).
+    Ipset,
+    /// Changes nothing; logs the plan.
+    DryRun,
+    /// UniFi Network controller (address groups / traffic matching lists).
+    Unifi,
+    /// OPNsense (alias API).
+    Opnsense,
+    /// MikroTik RouterOS 7 (REST address lists).
+    Mikrotik,
+    /// pfSense with the REST API package.
+    Pfsense,
+}
+
+impl BackendKind {
+    /// The name used in the configuration, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nftables => "nftables",
+            Self::Ipset => "ipset",
+            Self::DryRun => "dry-run",
+            Self::Unifi => "unifi",
+            Self::Opnsense => "opnsense",
+            Self::Mikrotik => "mikrotik",
+            Self::Pfsense => "pfsense",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn default_reconcile_interval() -> Span {
+    Span::secs(300)
+}
+
+/// The raw `[firewall]` table. Sub-tables stay raw TOML until [`validate`](Self::validate) hands the chosen
+/// one to its backend module, so each backend owns its keys and their checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Which backend enforces the blocks.
+    pub backend: BackendKind,
+    /// How often the agent compares the firewall with its state and repairs drift (default 5m). Also done
+    /// at start.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval: Span,
+    /// `[firewall.nftables]`.
+    #[serde(default)]
+    pub nftables: Option<toml::Value>,
+    /// `[firewall.ipset]`.
+    #[serde(default)]
+    pub ipset: Option<toml::Value>,
+    /// `[firewall.dry-run]`.
+    #[serde(default, rename = "dry-run")]
+    pub dry_run: Option<toml::Value>,
+    /// `[firewall.unifi]`.
+    #[serde(default)]
+    pub unifi: Option<toml::Value>,
+    /// `[firewall.opnsense]`.
+    #[serde(default)]
+    pub opnsense: Option<toml::Value>,
+    /// `[firewall.mikrotik]`.
+    #[serde(default)]
+    pub mikrotik: Option<toml::Value>,
+    /// `[firewall.pfsense]`.
+    #[serde(default)]
+    pub pfsense: Option<toml::Value>,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::DryRun,
+            reconcile_interval: default_reconcile_interval(),
+            nftables: None,
+            ipset: None,
+            dry_run: None,
+            unifi: None,
+            opnsense: None,
+            mikrotik: None,
+            pfsense: None,
+        }
+    }
+}
+
+/// A validated backend configuration, ready for [`build`].
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// See [`nftables::NftablesConfig`].
+    Nftables(nftables::NftablesConfig),
+    /// See [`ipset::IpsetConfig`].
+    Ipset(ipset::IpsetConfig),
+    /// See [`dry_run::DryRunConfig`].
+    DryRun(dry_run::DryRunConfig),
+    /// An appliance backend whose module has not landed yet; [`build`] refuses it with
+    /// [`BackendError::Unsupported`].
+    NotBuiltIn(BackendKind),
+}
+
+impl BackendConfig {
+    /// The backend's name.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Self::Nftables(_) => BackendKind::Nftables,
+            Self::Ipset(_) => BackendKind::Ipset,
+            Self::DryRun(_) => BackendKind::DryRun,
+            Self::NotBuiltIn(kind) => *kind,
+        }
+    }
+}
+
+impl FirewallConfig {
+    /// Parses the chosen backend's sub-table into its typed configuration. Pure: no I/O.
+    pub fn validate(&self) -> Result<BackendConfig, ConfigError> {
+        match self.backend {
+            BackendKind::Nftables => Ok(BackendConfig::Nftables(nftables::validate(
+                self.nftables.clone(),
+            )?)),
+            BackendKind::Ipset => Ok(BackendConfig::Ipset(ipset::validate(self.ipset.clone())?)),
+            BackendKind::DryRun => Ok(BackendConfig::DryRun(dry_run::validate(
+                self.dry_run.clone(),
+            )?)),
+            kind @ (BackendKind::Unifi
+            | BackendKind::Opnsense
+            | BackendKind::Mikrotik
+            | BackendKind::Pfsense) => Ok(BackendConfig::NotBuiltIn(kind)),
+        }
+    }
+}
+
+/// Builds the backend: the I/O half of construction (checks binaries, logs in). Does not call
+/// [`Backend::init`]; the agent does, with retries.
+pub async fn build(config: BackendConfig) -> Result<Box<dyn Backend>, BackendError> {
+    match config {
+        BackendConfig::Nftables(c) => nftables::build(c).await,
+        BackendConfig::Ipset(c) => ipset::build(c).await,
+        BackendConfig::DryRun(c) => dry_run::build(c).await,
+        BackendConfig::NotBuiltIn(kind) => Err(BackendError::Unsupported(format!(
+            "the {kind} backend is not built in yet"
+        ))),
+    }
+}
+
+/// Deserialises a backend's sub-table (`None` = absent = all defaults) into its typed config, naming the
+/// table in the error: `firewall.nftables: unknown field `hook`, expected one of …`.
+pub fn parse_table<T: DeserializeOwned>(
+    table: &str,
+    value: Option<toml::Value>,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    value
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::new(table, e.message().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firewall(text: &str) -> Result<BackendConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct Root {
+            firewall: FirewallConfig,
+        }
+        let root: Root =
+            toml::from_str(text).map_err(|e| ConfigError::new("toml", e.to_string()))?;
+        root.firewall.validate()
+    }
+
+    #[test]
+    fn each_local_backend_validates_with_defaults() {
+        for (name, kind) in [
+            ("nftables", BackendKind::Nftables),
+            ("ipset", BackendKind::Ipset),
+            ("dry-run", BackendKind::DryRun),
+        ] {
+            let config = firewall(&format!("[firewall]\nbackend = \"{name}\"\n")).unwrap();
+            assert_eq!(config.kind(), kind);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_a_sub_table_are_named() {
+        let err =
+            firewall("[firewall]\nbackend = \"nftables\"\n[firewall.nftables]\nhook = \"input\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("firewall.nftables"), "{err}");
+        assert!(err.contains("hook"), "{err}");
+    }
+
+    #[test]
+    fn unknown_backends_and_keys_are_refused() {
+        assert!(firewall("[firewall]\nbackend = \"iptables\"\n").is_err());
+        assert!(firewall("[firewall]\nbackend = \"dry-run\"\nfoo = 1\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn appliances_say_they_are_not_built_in_yet() {
+        let config = firewall("[firewall]\nbackend = \"unifi\"\n").unwrap();
+        let err = build(config).await.unwrap_err();
+        assert_eq!(
+            err,
+            BackendError::Unsupported("the unifi backend is not built in yet".to_owned())
+        );
     }
 }

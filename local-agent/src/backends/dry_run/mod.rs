@@ -1,0 +1,219 @@
+//! The `dry-run` backend: logs what it would do, changes nothing on the host.
+//!
+//! It keeps an in-memory set of what it "holds" so that [`Backend::list`] is truthful and reconcile, status
+//! and the contract tests behave exactly as with a real firewall. Everything else in the agent (state,
+//! audit, metrics) works normally. It is the reference implementation of the [`Backend`] contract: adding
+//! a present target refreshes its expiry, removing an absent one is a no-op, a commit applies everything
+//! staged at once.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use queue_message::Target;
+use serde::Deserialize;
+
+use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use crate::config::ConfigError;
+
+fn default_log_limit() -> usize {
+    20
+}
+
+/// `[firewall.dry-run]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunConfig {
+    /// How many targets one commit's log line lists by name before summarising (default 20).
+    #[serde(default = "default_log_limit")]
+    pub log_limit: usize,
+}
+
+impl Default for DryRunConfig {
+    fn default() -> Self {
+        Self {
+            log_limit: default_log_limit(),
+        }
+    }
+}
+
+/// Parses `[firewall.dry-run]`.
+pub fn validate(table: Option<toml::Value>) -> Result<DryRunConfig, ConfigError> {
+    parse_table("firewall.dry-run", table)
+}
+
+/// Builds the backend (no I/O).
+pub async fn build(config: DryRunConfig) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(DryRun::new(config)))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Add(DateTime<Utc>),
+    Remove,
+}
+
+/// The dry-run backend.
+#[derive(Debug, Default)]
+pub struct DryRun {
+    config: DryRunConfig,
+    held: HashMap<Target, DateTime<Utc>>,
+    staged: Vec<(Target, Change)>,
+}
+
+impl DryRun {
+    /// A dry-run backend holding nothing.
+    pub fn new(config: DryRunConfig) -> Self {
+        Self {
+            config,
+            held: HashMap::new(),
+            staged: Vec::new(),
+        }
+    }
+
+    /// What it holds, with expiries (for tests).
+    pub fn held(&self) -> &HashMap<Target, DateTime<Utc>> {
+        &self.held
+    }
+
+    fn names(&self, targets: &[Target]) -> String {
+        let mut text: Vec<String> = targets
+            .iter()
+            .take(self.config.log_limit)
+            .map(ToString::to_string)
+            .collect();
+        if targets.len() > self.config.log_limit {
+            text.push(format!(
+                "… and {} more",
+                targets.len() - self.config.log_limit
+            ));
+        }
+        text.join(", ")
+    }
+}
+
+#[async_trait]
+impl Backend for DryRun {
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+
+    async fn init(&mut self) -> Result<(), BackendError> {
+        tracing::info!("Dry run: no firewall will be changed.");
+        Ok(())
+    }
+
+    fn stage_add(&mut self, entry: BlockEntry) {
+        self.staged
+            .push((entry.target, Change::Add(entry.expires_at)));
+    }
+
+    fn stage_remove(&mut self, target: Target) {
+        self.staged.push((target, Change::Remove));
+    }
+
+    async fn commit(&mut self) -> Result<CommitStats, BackendError> {
+        let staged = std::mem::take(&mut self.staged);
+        if staged.is_empty() {
+            return Ok(CommitStats::default());
+        }
+        // Later stagings of the same target win, as they would in one firewall transaction.
+        let mut last: HashMap<Target, Change> = HashMap::with_capacity(staged.len());
+        for (target, change) in staged {
+            last.insert(target, change);
+        }
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for (target, change) in last {
+            match change {
+                Change::Add(expires_at) => {
+                    self.held.insert(target, expires_at);
+                    added.push(target);
+                }
+                Change::Remove => {
+                    self.held.remove(&target);
+                    removed.push(target);
+                }
+            }
+        }
+        added.sort_unstable();
+        removed.sort_unstable();
+        if !added.is_empty() {
+            tracing::info!(count = added.len(), targets = %self.names(&added), "Dry run: would block.");
+        }
+        if !removed.is_empty() {
+            tracing::info!(count = removed.len(), targets = %self.names(&removed), "Dry run: would unblock.");
+        }
+        Ok(CommitStats {
+            added: added.len(),
+            removed: removed.len(),
+            writes: 0,
+        })
+    }
+
+    async fn list(&mut self) -> Result<Vec<Target>, BackendError> {
+        let now = Utc::now();
+        // Like a kernel set with timeouts, expired entries are gone.
+        self.held.retain(|_, expires_at| *expires_at > now);
+        Ok(self.held.keys().copied().collect())
+    }
+
+    async fn healthcheck(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn t(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn follows_the_backend_contract() {
+        let mut b = DryRun::new(DryRunConfig::default());
+        b.init().await.unwrap();
+        let later = Utc::now() + Duration::hours(1);
+        b.stage_add(BlockEntry {
+            target: t("198.51.100.7"),
+            expires_at: later,
+        });
+        b.stage_add(BlockEntry {
+            target: t("2001:db8::/48"),
+            expires_at: later,
+        });
+        b.stage_remove(t("203.0.113.9"));
+        let stats = b.commit().await.unwrap();
+        assert_eq!((stats.added, stats.removed), (2, 1));
+        let mut held = b.list().await.unwrap();
+        held.sort();
+        assert_eq!(held, [t("198.51.100.7"), t("2001:db8::/48")]);
+
+        // Re-adding refreshes the expiry; removing an absent target is fine.
+        let much_later = later + Duration::hours(5);
+        b.stage_add(BlockEntry {
+            target: t("198.51.100.7"),
+            expires_at: much_later,
+        });
+        b.stage_remove(t("2001:db8::/48"));
+        b.stage_remove(t("2001:db8::/48"));
+        b.commit().await.unwrap();
+        assert_eq!(b.held()[&t("198.51.100.7")], much_later);
+        assert_eq!(b.list().await.unwrap(), [t("198.51.100.7")]);
+        assert_eq!(b.commit().await.unwrap(), CommitStats::default());
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_not_listed() {
+        let mut b = DryRun::new(DryRunConfig::default());
+        b.stage_add(BlockEntry {
+            target: t("198.51.100.7"),
+            expires_at: Utc::now() - Duration::seconds(1),
+        });
+        b.commit().await.unwrap();
+        assert!(b.list().await.unwrap().is_empty());
+    }
+}
