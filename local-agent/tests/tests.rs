@@ -12,3 +12,9 @@ mod netns;
 
 /// The nftables and ipset backends against the kernel, inside a lab.
 mod backends;
+
+/// The backend contract every backend passes (`contract::run` with a `Device` probe); dry-run here.
+mod contract;
+
+/// UniFi, OPNsense, MikroTik and pfSense against fake devices over HTTPS.
+mod appliances;

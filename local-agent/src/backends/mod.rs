@@ -236,9 +236,14 @@ pub enum BackendConfig {
     Ipset(ipset::IpsetConfig),
     /// See [`dry_run::DryRunConfig`].
     DryRun(dry_run::DryRunConfig),
-    /// An appliance backend whose module has not landed yet; [`build`] refuses it with
-    /// [`BackendError::Unsupported`].
-    NotBuiltIn(BackendKind),
+    /// See [`unifi::UnifiConfig`].
+    Unifi(unifi::UnifiConfig),
+    /// See [`opnsense::OpnsenseConfig`].
+    Opnsense(opnsense::OpnsenseConfig),
+    /// See [`mikrotik::MikrotikConfig`].
+    Mikrotik(mikrotik::MikrotikConfig),
+    /// See [`pfsense::PfsenseConfig`].
+    Pfsense(pfsense::PfsenseConfig),
 }
 
 impl BackendConfig {
@@ -248,7 +253,10 @@ impl BackendConfig {
             Self::Nftables(_) => BackendKind::Nftables,
             Self::Ipset(_) => BackendKind::Ipset,
             Self::DryRun(_) => BackendKind::DryRun,
-            Self::NotBuiltIn(kind) => *kind,
+            Self::Unifi(_) => BackendKind::Unifi,
+            Self::Opnsense(_) => BackendKind::Opnsense,
+            Self::Mikrotik(_) => BackendKind::Mikrotik,
+            Self::Pfsense(_) => BackendKind::Pfsense,
         }
     }
 }
@@ -264,10 +272,16 @@ impl FirewallConfig {
             BackendKind::DryRun => Ok(BackendConfig::DryRun(dry_run::validate(
                 self.dry_run.clone(),
             )?)),
-            kind @ (BackendKind::Unifi
-            | BackendKind::Opnsense
-            | BackendKind::Mikrotik
-            | BackendKind::Pfsense) => Ok(BackendConfig::NotBuiltIn(kind)),
+            BackendKind::Unifi => Ok(BackendConfig::Unifi(unifi::validate(self.unifi.clone())?)),
+            BackendKind::Opnsense => Ok(BackendConfig::Opnsense(opnsense::validate(
+                self.opnsense.clone(),
+            )?)),
+            BackendKind::Mikrotik => Ok(BackendConfig::Mikrotik(mikrotik::validate(
+                self.mikrotik.clone(),
+            )?)),
+            BackendKind::Pfsense => Ok(BackendConfig::Pfsense(pfsense::validate(
+                self.pfsense.clone(),
+            )?)),
         }
     }
 }
@@ -279,9 +293,10 @@ pub async fn build(config: BackendConfig) -> Result<Box<dyn Backend>, BackendErr
         BackendConfig::Nftables(c) => nftables::build(c).await,
         BackendConfig::Ipset(c) => ipset::build(c).await,
         BackendConfig::DryRun(c) => dry_run::build(c).await,
-        BackendConfig::NotBuiltIn(kind) => Err(BackendError::Unsupported(format!(
-            "the {kind} backend is not built in yet"
-        ))),
+        BackendConfig::Unifi(c) => unifi::build(c).await,
+        BackendConfig::Opnsense(c) => opnsense::build(c).await,
+        BackendConfig::Mikrotik(c) => mikrotik::build(c).await,
+        BackendConfig::Pfsense(c) => pfsense::build(c).await,
     }
 }
 
@@ -340,12 +355,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn appliances_say_they_are_not_built_in_yet() {
-        let config = firewall("[firewall]\nbackend = \"unifi\"\n").unwrap();
-        let err = build(config).await.unwrap_err();
-        assert_eq!(
-            err,
-            BackendError::Unsupported("the unifi backend is not built in yet".to_owned())
-        );
+    async fn appliances_validate_their_table_and_build_without_contacting_the_device() {
+        let pin = format!("sha256:{}", vec!["AB"; 32].join(":"));
+        for (name, table) in [
+            ("unifi", "username = \"u\"\npassword = \"p\""),
+            ("opnsense", "api_key = \"k\"\napi_secret = \"s\""),
+            ("mikrotik", "username = \"u\"\npassword = \"p\""),
+            ("pfsense", "api_key = \"k\""),
+        ] {
+            let text = format!(
+                "[firewall]\nbackend = \"{name}\"\n[firewall.{name}]\nurl = \"https://192.0.2.1\"\n\
+                 fingerprint = \"{pin}\"\n{table}\n"
+            );
+            let config = firewall(&text).unwrap();
+            assert_eq!(config.kind().as_str(), name);
+            let backend = build(config).await.unwrap();
+            assert_eq!(backend.name(), name);
+            // The table is required (`url` has no default) and unknown keys are named.
+            let err = firewall(&format!("[firewall]\nbackend = \"{name}\"\n")).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("firewall.{name}")),
+                "{err}"
+            );
+            let err = firewall(&format!("{text}colour = \"blue\"\n")).unwrap_err();
+            assert!(err.to_string().contains("colour"), "{err}");
+        }
     }
 }

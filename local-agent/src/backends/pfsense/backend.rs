@@ -136,15 +136,17 @@ impl Backend for PfsenseBackend {
             removed: to_remove.len(),
             writes: 0,
         };
+        // A PATCH that failed changed nothing, so only a successful one makes an apply due; an apply that
+        // failed stays due until one succeeds.
         if !to_add.is_empty() {
             stats.writes += 1;
-            self.apply_pending = true;
             self.client.patch(alias.id, "append", &to_add).await?;
+            self.apply_pending = true;
         }
         if !to_remove.is_empty() {
             stats.writes += 1;
-            self.apply_pending = true;
             self.client.patch(alias.id, "remove", &to_remove).await?;
+            self.apply_pending = true;
         }
         if self.apply_pending {
             self.apply(&mut stats).await?;
