@@ -1,0 +1,194 @@
+//! Property tests: whatever the payload, no special-purpose or allowlisted address is ever queued, and no
+//! input makes extraction panic.
+
+use chrono::{TimeZone, Utc};
+use ipnet::IpNet;
+use portcullis::alert::{self, ExtractConfig};
+use portcullis::plan::Policy;
+use proptest::prelude::*;
+use queue_message::policy::{SPECIAL_IPV4, SPECIAL_IPV6};
+use queue_message::{NeverBlock, Target};
+use serde_json::{json, Value};
+
+const ALLOW: &str = "20.30.0.0/16";
+
+fn policy() -> Policy {
+    Policy {
+        never: NeverBlock::new(vec![ALLOW.parse().unwrap()], vec![], 16, 32),
+        ..Policy::default()
+    }
+}
+
+/// Addresses inside special-purpose ranges, the allowlist, or anywhere; in every spelling we accept.
+fn address() -> impl Strategy<Value = String> {
+    let special =
+        (0..SPECIAL_IPV4.len() + SPECIAL_IPV6.len(), any::<u128>()).prop_map(|(i, bits)| {
+            let range = SPECIAL_IPV4.iter().chain(SPECIAL_IPV6).nth(i).unwrap();
+            let net: IpNet = range.cidr.parse().unwrap();
+            inside(net, bits)
+        });
+    let allowed = any::<u128>().prop_map(|bits| inside(ALLOW.parse().unwrap(), bits));
+    let v4 = any::<u32>().prop_map(|v| std::net::Ipv4Addr::from(v).to_string());
+    let v6 = any::<u128>().prop_map(|v| std::net::Ipv6Addr::from(v).to_string());
+    let mapped = any::<u32>().prop_map(|v| format!("::ffff:{}", std::net::Ipv4Addr::from(v)));
+    let cidr = (any::<u32>(), 0u8..=32).prop_map(|(v, len)| {
+        let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(v), len)
+            .unwrap()
+            .trunc();
+        net.to_string()
+    });
+    let cidr6 = (any::<u128>(), 0u8..=128).prop_map(|(v, len)| {
+        ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(v), len)
+            .unwrap()
+            .trunc()
+            .to_string()
+    });
+    prop_oneof![special, allowed, v4, v6, mapped, cidr, cidr6, "[ -~]{0,20}"]
+}
+
+fn inside(net: IpNet, bits: u128) -> String {
+    match net {
+        IpNet::V4(n) => {
+            let host = (bits as u32) & !u32::from(n.netmask());
+            std::net::Ipv4Addr::from(u32::from(n.network()) | host).to_string()
+        }
+        IpNet::V6(n) => {
+            let host = bits & !u128::from(n.netmask());
+            std::net::Ipv6Addr::from(u128::from(n.network()) | host).to_string()
+        }
+    }
+}
+
+/// One payload of any kind naming `addresses`.
+fn payload(kind: u8, addresses: &[String]) -> Value {
+    match kind % 4 {
+        0 => {
+            json!({"objectSchemaType": "Incident", "object": {"id": "i", "properties": {"severity": "High",
+            "relatedEntities": addresses.iter().map(|a| json!({"kind": "Ip", "properties": {"address": a}})).collect::<Vec<_>>()}}})
+        }
+        1 => json!({"SystemAlertId": "a", "Entities": serde_json::to_string(
+            &addresses.iter().enumerate().map(|(i, a)| json!({"$id": i.to_string(), "Type": "ip", "Address": a})).collect::<Vec<_>>()).unwrap()}),
+        2 => json!({"SystemAlertId": "a", "Entities": [{"$id": "1", "Type": "host",
+            "IpInterfaces": addresses.iter().map(|a| json!({"Type": "IP", "Address": a})).collect::<Vec<_>>()}]}),
+        _ => {
+            json!({"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {"monitorCondition": "Fired"},
+            "alertContext": {"condition": {"allOf": [{"dimensions":
+                addresses.iter().map(|a| json!({"name": "ip", "value": a})).collect::<Vec<_>>()}]}}}})
+        }
+    }
+}
+
+fn is_protected(target: &Target) -> bool {
+    SPECIAL_IPV4
+        .iter()
+        .chain(SPECIAL_IPV6)
+        .chain(std::iter::once(&queue_message::SpecialRange {
+            cidr: ALLOW,
+            name: "",
+            rfc: "",
+        }))
+        .any(|r| target.overlaps(&r.cidr.parse().unwrap()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_protected_address_is_ever_queued(kind in any::<u8>(), addresses in prop::collection::vec(address(), 0..40)) {
+        let body = payload(kind, &addresses).to_string();
+        let alert = alert::parse(body.as_bytes(), &ExtractConfig::default()).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 7, 0, 0).unwrap();
+        let plan = policy().plan(&alert, now).unwrap();
+        for target in &plan.targets {
+            prop_assert!(!is_protected(target), "{target} was queued");
+            let min = if target.is_ipv4() { 16 } else { 32 };
+            prop_assert!(target.net().prefix_len() >= min, "{} is too broad", target);
+        }
+        // Every distinct valid address is accounted for, queued or skipped.
+        let distinct: std::collections::HashSet<Target> = addresses.iter().filter_map(|a| Target::parse(a).ok()).collect();
+        let accounted = plan.outcomes.iter().filter(|o| o.target.is_some()).count();
+        prop_assert_eq!(accounted, distinct.len());
+    }
+
+    #[test]
+    fn manual_requests_never_queue_protected_addresses(addresses in prop::collection::vec(address(), 1..20)) {
+        let body = json!({"action": "block", "targets": addresses}).to_string();
+        if let Ok(alert) = portcullis::manual::parse(body.as_bytes()) {
+            let plan = policy().plan(&alert, Utc::now()).unwrap();
+            prop_assert!(plan.targets.iter().all(|t| !is_protected(t)));
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = alert::parse(&bytes, &ExtractConfig::default());
+        let _ = portcullis::manual::parse(&bytes);
+    }
+
+    #[test]
+    fn mutated_payloads_never_panic(kind in any::<u8>(), addresses in prop::collection::vec(address(), 0..5),
+                                    cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut bytes = payload(kind, &addresses).to_string().into_bytes();
+        for (at, byte) in cuts {
+            let i = at.index(bytes.len());
+            match byte % 3 {
+                0 => bytes[i] = byte,
+                1 => { bytes.remove(i); }
+                _ => bytes.insert(i, b"{}[]\",:0\\"[usize::from(byte) % 9]),
+            }
+        }
+        if let Ok(alert) = alert::parse(&bytes, &ExtractConfig::default()) {
+            let _ = policy().plan(&alert, Utc::now());
+        }
+        let _ = portcullis::manual::parse(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_json_values_never_panic(value in arb_json()) {
+        for wrapped in [
+            value.clone(),
+            json!({"objectSchemaType": "Incident", "object": value}),
+            json!({"schemaId": "azureMonitorCommonAlertSchema", "data": value}),
+            json!({"SystemAlertId": "x", "Entities": value, "ExtendedProperties": value}),
+            json!({"SystemAlertId": "x", "Entities": value.to_string()}),
+        ] {
+            if let Ok(alert) = alert::parse(wrapped.to_string().as_bytes(), &ExtractConfig::default()) {
+                let _ = policy().plan(&alert, Utc::now());
+            }
+        }
+    }
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[a-zA-Z$ 0-9.:/]{0,12}".prop_map(Value::String),
+        address().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("Type".to_owned()),
+                    Just("kind".to_owned()),
+                    Just("Address".to_owned()),
+                    Just("$id".to_owned()),
+                    Just("$ref".to_owned()),
+                    Just("properties".to_owned()),
+                    Just("relatedEntities".to_owned()),
+                    Just("alerts".to_owned()),
+                    Just("Custom Details".to_owned()),
+                    Just("PortcullisBlockFor".to_owned()),
+                    Just("ValidUntil".to_owned()),
+                    "[a-z]{1,6}"
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
