@@ -298,6 +298,35 @@ impl Device for SelfReported {
     }
 }
 
+/// A device probed through a second backend instance on the same firewall: for backends whose `list` reads
+/// the kernel (nftables, ipset), a twin's `list` is a view that does not share the tested instance's state,
+/// and a twin's removal is a change behind its back (as `nft delete element` by an admin would be).
+pub struct Twin<'a> {
+    /// Builds the twin (same configuration as the backend under test).
+    pub make: &'a Factory<'a>,
+}
+
+#[async_trait]
+impl Device for Twin<'_> {
+    async fn entries(&self, _backend: &mut dyn Backend) -> BTreeSet<Target> {
+        let mut twin = (self.make)().await;
+        twin.list().await.unwrap().into_iter().collect()
+    }
+
+    async fn lose(&self, targets: &[Target]) -> bool {
+        let mut twin = (self.make)().await;
+        for target in targets {
+            twin.stage_remove(*target);
+        }
+        twin.commit().await.unwrap();
+        true
+    }
+
+    async fn fail_writes(&self, _n: usize) -> bool {
+        false
+    }
+}
+
 /// The reference: the dry-run backend passes the contract.
 #[tokio::test]
 async fn dry_run_passes_the_contract() {

@@ -16,5 +16,8 @@ mod backends;
 /// The backend contract every backend passes (`contract::run` with a `Device` probe); dry-run here.
 mod contract;
 
+/// The contract for nftables and ipset inside a lab (root).
+mod contract_local;
+
 /// UniFi, OPNsense, MikroTik and pfSense against fake devices over HTTPS.
 mod appliances;
