@@ -22,6 +22,13 @@
 //! - [`ipset`]: `hash:net` sets with timeouts plus one iptables/ip6tables jump rule each, `ipset restore`
 //!   batches; for older NAS kernels.
 //! - [`exec`]: runs `nft`/`ipset`/`iptables`, optionally inside a network namespace.
+//! - [`unifi`]: UniFi console or controller; sharded address groups (or, with an API key, traffic matching
+//!   lists) replaced whole, only on real change, with writes spaced by `min_write_interval`.
+//! - [`opnsense`]: an "External (advanced)" alias, `alias_util` add/delete per address.
+//! - [`mikrotik`]: RouterOS 7 REST address lists with native timeouts, entries tagged by a comment.
+//! - [`pfsense`]: pfrest v2 alias PATCH (`append`/`remove`) then one apply per commit.
+//! - [`http`]: what the appliance backends share: TLS trust (CA file, pinned fingerprint), timeouts,
+//!   redacted secrets, HTTP failures mapped to [`BackendError`]s.
 
 use std::fmt;
 use std::time::Duration;
@@ -257,6 +264,18 @@ impl BackendConfig {
             Self::Opnsense(_) => BackendKind::Opnsense,
             Self::Mikrotik(_) => BackendKind::Mikrotik,
             Self::Pfsense(_) => BackendKind::Pfsense,
+        }
+    }
+}
+
+impl BackendConfig {
+    /// The network namespace a local backend runs its commands in (`None` for the agent's own and for
+    /// appliances). The agent reads this host's own addresses from the same namespace.
+    pub fn netns(&self) -> Option<&str> {
+        match self {
+            Self::Nftables(c) => c.netns.as_deref(),
+            Self::Ipset(c) => c.netns.as_deref(),
+            _ => None,
         }
     }
 }
