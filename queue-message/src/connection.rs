@@ -15,8 +15,8 @@ use azure_identity::{
     ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use azure_storage_queue::models::{
-    QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions,
-    QueueClientSendMessageOptions, QueueMessage,
+    QueueClientGetPropertiesResultHeaders, QueueClientPeekMessagesOptions,
+    QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
 };
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -392,6 +392,17 @@ pub struct Received {
 /// A client and, for a derived SAS, when to rebuild it.
 type CachedClient = (Arc<QueueClient>, Option<DateTime<Utc>>);
 
+/// One message as peeked: visible to others, no delivery counted.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    /// Service-assigned message id.
+    pub id: String,
+    /// The message text.
+    pub text: String,
+    /// How many times the message has been received so far.
+    pub dequeue_count: u32,
+}
+
 /// A handle on one queue; rebuilds its client before a derived SAS expires and counts storage transactions.
 pub struct Queue {
     connection: Arc<QueueConnection>,
@@ -516,6 +527,40 @@ impl Queue {
                         .dequeue_count
                         .and_then(|c| u32::try_from(c).ok())
                         .unwrap_or(1),
+                })
+            })
+            .collect())
+    }
+
+    /// Reads up to `max` (1–32) messages without hiding them or counting a delivery. Needs only read
+    /// permission (SAS `r`, or the Message Processor role), so the agent's `check` can prove the queue is
+    /// readable without consuming anything.
+    pub async fn peek(&self, max: u8) -> Result<Vec<Peeked>, QueueError> {
+        let client = self.client()?;
+        let options = QueueClientPeekMessagesOptions {
+            number_of_messages: Some(i32::from(max.clamp(1, 32))),
+            ..Default::default()
+        };
+        self.count();
+        let response = client
+            .peek_messages(Some(options))
+            .await
+            .map_err(|e| QueueError::from_azure(&e, &self.name))?;
+        let messages = response
+            .into_model()
+            .map_err(|e| QueueError::Unavailable(format!("unreadable peek response: {e}")))?;
+        Ok(messages
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(Peeked {
+                    id: m.message_id?,
+                    text: m.message_text.unwrap_or_default(),
+                    dequeue_count: m
+                        .dequeue_count
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(0),
                 })
             })
             .collect())

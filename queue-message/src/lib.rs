@@ -12,7 +12,7 @@ pub mod policy;
 pub mod sas;
 pub mod target;
 
-pub use connection::{ConnectionError, Queue, QueueConnection, QueueError, Received};
+pub use connection::{ConnectionError, Peeked, Queue, QueueConnection, QueueError, Received};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use message::{
     Action, BlockMessage, DecodeError, KeyError, SigningKey, Source, MAX_MESSAGE_BYTES,

@@ -77,3 +77,21 @@ fn base64_key() -> Vec<u8> {
         .decode(queue_message::connection::DEV_ACCOUNT_KEY)
         .unwrap()
 }
+
+#[tokio::test]
+async fn peek_reads_without_hiding_or_counting_a_delivery() {
+    let azurite = Azurite::start();
+    let connection = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
+    let queue = connection.queue("peeked");
+    queue.create_if_missing().await.unwrap();
+    assert!(queue.peek(32).await.unwrap().is_empty());
+    queue.send("one", 60).await.unwrap();
+    let peeked = queue.peek(32).await.unwrap();
+    assert_eq!(peeked.len(), 1);
+    assert_eq!(peeked[0].text, "one");
+    assert_eq!(peeked[0].dequeue_count, 0);
+    // Still visible, and the first real receive is delivery number one.
+    let received = queue.receive(32, 30).await.unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].dequeue_count, 1);
+}
