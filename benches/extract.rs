@@ -2,7 +2,8 @@
 //! of the same bytes, interleaved in the same run. `cargo bench -p portcullis --bench extract`.
 //!
 //! A hand-rolled loop (no criterion): each round times both sides over the same number of iterations, and
-//! the medians of the per-round ratios are reported.
+//! the medians of the per-round ratios are reported. It also prints where the time of one P1 request goes
+//! (the 20-entity incident of `examples/bench_server.rs`, read from the file given in `P1_BODY`).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -50,7 +51,66 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// Microseconds per call of `f`, over `n` calls.
+fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// Where one P1 request's handler time goes, without HTTP.
+fn breakdown(path: &str) {
+    use std::sync::Arc;
+    let Ok(body) = std::fs::read(path) else {
+        return;
+    };
+    let queues = Arc::new(portcullis::MemoryQueues::new(&["portcullis"]));
+    let key = queue_message::SigningKey::from_bytes(vec![7; 32]).expect("32 bytes");
+    let state = portcullis::memory_state(key, &queues);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let n = 20_000;
+    let value = per_call(n, || {
+        black_box(serde_json::from_slice::<Value>(black_box(&body)).unwrap());
+    });
+    let parse = per_call(n, || {
+        black_box(alert::parse(black_box(&body), &state.extract).unwrap());
+    });
+    let parsed = alert::parse(&body, &state.extract).unwrap();
+    let plan = per_call(n, || {
+        black_box(state.policy.plan(&parsed, chrono::Utc::now()).unwrap());
+    });
+    let mut i = 0u32;
+    let process = per_call(n, || {
+        runtime.block_on(async {
+            black_box(
+                portcullis::service::process(
+                    &state,
+                    portcullis::Function::Alerts,
+                    Some("application/json"),
+                    &body,
+                )
+                .await,
+            );
+        });
+        i += 1;
+        if i.is_multiple_of(1000) {
+            queues.clear();
+        }
+    });
+    println!(
+        "P1 breakdown ({} bytes): serde_json Value {value:.1} us; extraction {parse:.1} us, policy {plan:.1} us, whole request without HTTP {process:.1} us",
+        body.len()
+    );
+}
+
 fn main() {
+    if let Ok(path) = std::env::var("P1_BODY") {
+        breakdown(&path);
+    }
     let body = incident(1024 * 1024);
     let config = ExtractConfig::default();
     let found = alert::parse(&body, &config)

@@ -53,7 +53,7 @@ run_p1() {
 run_p1 "no logging"
 run_p1 "with the production log line per request (to a sink)" --log
 
-cargo bench --locked -p portcullis --bench extract 2>/dev/null | grep '^P2'
+P1_BODY="$work/incident.json" cargo bench --locked -p portcullis --bench extract 2>/dev/null | grep "^P[12]"
 "$CARGO_TARGET_DIR/release/examples/bench_readiness" "$BIN" 30
 echo "release binary: $(stat -c %s "$BIN") bytes ($(numfmt --to=iec "$(stat -c %s "$BIN")"))"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(. /etc/os-release; echo "$PRETTY_NAME"), rustc $(rustc --version | cut -d' ' -f2)"

@@ -51,13 +51,6 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let settings = portcullis::Settings::from_env().context("invalid settings")?;
-    let addr = match (args.listen, settings.port) {
-        (Some(addr), _) => addr,
-        (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
-        (None, None) => anyhow::bail!(
-            "nowhere to listen: set FUNCTIONS_CUSTOMHANDLER_PORT (the Functions host does) or pass --listen ADDR"
-        ),
-    };
     let (state, queues) = portcullis::AppState::from_settings(&settings)
         .map_err(anyhow::Error::msg)
         .context("invalid settings")?;
@@ -65,6 +58,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("settings are valid");
         return Ok(());
     }
+    let addr = match (args.listen, settings.port) {
+        (Some(addr), _) => addr,
+        (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+        (None, None) => anyhow::bail!(
+            "nowhere to listen: set FUNCTIONS_CUSTOMHANDLER_PORT (the Functions host does) or pass --listen ADDR"
+        ),
+    };
     portcullis::telemetry::init(settings.log_format, &settings.log_filter);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -74,6 +74,15 @@ fn start_up_errors_are_clear_and_never_panics() {
     );
     assert!(!err.contains("c2VjcmV0"), "{err}");
 
+    let (code, out, err) = run_without(
+        &[
+            ("PORTCULLIS_SIGNING_KEY", KEY_B64),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+        ],
+        &["--check"],
+    );
+    assert_eq!((code, out.trim()), (0, "settings are valid"), "{err}");
+
     let (code, _, err) = run_without(&[], &["--listen", "nonsense"]);
     assert_eq!(code, 2, "{err}");
 }
