@@ -98,7 +98,7 @@ impl fmt::Display for Span {
         if total_ms == 0 {
             return f.write_str("0s");
         }
-        if total_ms % 1000 != 0 && total_ms < 60_000 {
+        if !total_ms.is_multiple_of(1000) && total_ms < 60_000 {
             return write!(f, "{total_ms}ms");
         }
         let mut secs = self.0.as_secs();

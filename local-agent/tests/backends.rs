@@ -10,7 +10,7 @@ use portcullis_agent::backends::nftables::{Format, Nftables, NftablesConfig};
 use portcullis_agent::backends::{Backend, BlockEntry};
 use queue_message::Target;
 
-use crate::netns::{Lab, FW_V4, FW_V6, PEER_V4, PEER_V6};
+use crate::netns::{wait_for, Lab, FW_V4, FW_V6, PEER_V4, PEER_V6};
 
 fn t(s: &str) -> Target {
     Target::parse(s).unwrap()
@@ -170,7 +170,7 @@ async fn nftables_kernel_timeout_lifts_a_block_without_the_agent() {
     assert!(!lab.peer_v4_connects());
     drop(b);
     assert!(
-        lab.wait_for(Duration::from_secs(15), true, || lab.peer_v4_connects()),
+        wait_for(Duration::from_secs(15), true, || lab.peer_v4_connects()),
         "the kernel timeout must lift the block"
     );
 }

@@ -281,21 +281,6 @@ impl Lab {
     pub fn peer_v6_connects(&self) -> bool {
         self.connects_from(IpAddr::V6(PEER_V6), IpAddr::V6(FW_V6))
     }
-
-    /// Polls `check` until it returns `want` or `limit` passes; returns whether it did. For waiting on
-    /// the agent, never for asserting a duration.
-    pub fn wait_for(&self, limit: Duration, want: bool, mut check: impl FnMut() -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if check() == want {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 impl Drop for Lab {
@@ -309,5 +294,20 @@ impl Drop for Lab {
             // Deleting the namespace removes the veth pair with it.
             let _ = run(&["ip", "netns", "del", ns]);
         }
+    }
+}
+
+/// Polls `check` until it returns `want` or `limit` passes; returns whether it did. For waiting on the
+/// agent, never for asserting a duration.
+pub fn wait_for(limit: Duration, want: bool, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() == want {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -10,8 +10,14 @@
 /// Two-namespace lab: veth pair, documentation addresses, TCP probes, cleanup on drop.
 mod netns;
 
+/// Azurite, signed messages, the agent binary and its CLI.
+mod util;
+
 /// The nftables and ipset backends against the kernel, inside a lab.
 mod backends;
+
+/// The consume loop against Azurite with the dry-run backend.
+mod queue;
 
 /// The backend contract every backend passes (`contract::run` with a `Device` probe); dry-run here.
 mod contract;

@@ -27,12 +27,17 @@ pub struct DryRunConfig {
     /// How many targets one commit's log line lists by name before summarising (default 20).
     #[serde(default = "default_log_limit")]
     pub log_limit: usize,
+    /// Pretend to be a controller that wants bursts debounced: the agent collects messages this long
+    /// before one commit (default 0). For trying out and testing batch windows.
+    #[serde(default)]
+    pub batch_window: crate::span::Span,
 }
 
 impl Default for DryRunConfig {
     fn default() -> Self {
         Self {
             log_limit: default_log_limit(),
+            batch_window: crate::span::Span::default(),
         }
     }
 }
@@ -160,6 +165,10 @@ impl Backend for DryRun {
 
     async fn healthcheck(&mut self) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    fn batch_window(&self) -> std::time::Duration {
+        self.config.batch_window.get()
     }
 }
 

@@ -1,0 +1,637 @@
+//! The command line: `run`, `status`, `list`, `block`, `unblock`, `check`, `sync`, `audit`.
+//!
+//! Commands that change the firewall (`block`, `unblock`, `sync`) go to the running daemon through the
+//! control socket; when no daemon runs they open the state and the backend themselves, under the same
+//! lock. Read-only commands (`list`, `audit`, offline `status`) read the state database directly (WAL
+//! allows it while the daemon writes). Exit codes: 0 success, 1 a check or command failed, 2 the
+//! configuration or the command line is wrong.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::backends::{self, BackendError};
+use crate::config::{Config, LogFormat, DEFAULT_PATH};
+use crate::control::{self, ManualResult, Request};
+use crate::daemon::{self, StateLock, StatusReport};
+use crate::metrics::Health;
+use crate::span::Span;
+use crate::store::{AuditQuery, Store};
+use crate::{expire, telemetry};
+
+/// Portcullis agent: enforces Sentinel-driven block messages from an Azure Storage Queue on this host's
+/// firewall.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, env = "PORTCULLIS_AGENT_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log format (overrides `[log] format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: consume the queue, enforce blocks, expire them, reconcile.
+    Run,
+    /// Queue depth, active blocks, last poll, last commit, last error.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Active blocks with expiry, reason and source.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block an address or CIDR (through the same state and backend path as queued messages).
+    Block {
+        /// Address or CIDR, e.g. 203.0.113.7 or 2001:db8::/48.
+        target: String,
+        /// How long (e.g. 30m, 12h, 7d, PT1H); default `[policy] manual_block_duration`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<Span>,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift every claim on an address or CIDR.
+    Unblock {
+        /// Address or CIDR.
+        target: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Validate the configuration and test the queue, the poison queue and the firewall; exits non-zero
+    /// with a clear message at the first problem.
+    Check,
+    /// Reconcile now: re-add what the firewall lost, remove what the state no longer wants.
+    Sync,
+    /// The audit log.
+    Audit {
+        /// Only events since a time (RFC 3339) or for a duration back (e.g. 1h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events about this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log.format,
+    };
+    let daemon = matches!(cli.command, Command::Run);
+    telemetry::init(format, &config.log.level, daemon);
+    let result = match cli.command {
+        Command::Run => daemon::run(config, daemon::shutdown_signal()).await,
+        Command::Status { json } => status(&config, json).await,
+        Command::List { json } => list(&config, json),
+        Command::Block {
+            target,
+            duration,
+            reason,
+        } => {
+            let d = duration.unwrap_or(config.policy.manual_block_duration);
+            block(&config, target, d.get(), reason).await
+        }
+        Command::Unblock { target, reason } => unblock(&config, target, reason).await,
+        Command::Check => return check(&config, &cli.config).await,
+        Command::Sync => sync(&config).await,
+        Command::Audit {
+            since,
+            target,
+            limit,
+            json,
+        } => audit(&config, since.as_deref(), target, limit, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ago(t: DateTime<Utc>) -> String {
+    let d = Utc::now() - t;
+    let span = Span(d.abs().to_std().unwrap_or_default());
+    let rounded = Span::secs(span.get().as_secs());
+    if d.num_seconds() >= 0 {
+        format!("{} ({rounded} ago)", t.format("%Y-%m-%d %H:%M:%S UTC"))
+    } else {
+        format!("{} (in {rounded})", t.format("%Y-%m-%d %H:%M:%S UTC"))
+    }
+}
+
+fn opt(t: Option<DateTime<Utc>>) -> String {
+    t.map(ago).unwrap_or_else(|| "never".to_owned())
+}
+
+async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let report = match control::request(&config.state.socket, &Request::Status).await {
+        Ok(Some(r)) if r.ok => serde_json::from_value(r.result.unwrap_or_default())
+            .context("reading the agent's status")?,
+        Ok(Some(r)) => bail!("the agent answered: {}", r.error.unwrap_or_default()),
+        Ok(None) | Err(_) => {
+            let mut report = StatusReport::default();
+            if config.state.path.exists() {
+                let store = Store::open_read_only(&config.state.path)?;
+                daemon::stored_status(&store, config, &mut report)?;
+            } else {
+                report.backend = config.firewall.backend.kind().to_string();
+                report.queue = config.queue.name.clone();
+                report.max_new_blocks_per_hour = config.policy.max_new_blocks_per_hour;
+            }
+            let (queue, _) = daemon::queues(config)?;
+            let (depth, error) = daemon::queue_depth(&queue).await;
+            report.queue_depth = depth;
+            report.queue_depth_error = error;
+            report
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "agent:          {}",
+        if report.running {
+            format!("running since {}", opt(report.started_at))
+        } else {
+            "not running (figures from the state database)".to_owned()
+        }
+    );
+    println!(
+        "queue:          {} — {}",
+        report.queue,
+        match (report.queue_depth, &report.queue_depth_error) {
+            (Some(n), _) => format!("about {n} message(s) waiting"),
+            (None, Some(e)) => format!("depth unknown: {e}"),
+            (None, None) => "depth unknown".to_owned(),
+        }
+    );
+    println!(
+        "active blocks:  {} on {}{}",
+        report.active_blocks,
+        report.backend,
+        report
+            .next_expiry
+            .map(|e| format!(", next expiry {}", ago(e)))
+            .unwrap_or_default()
+    );
+    println!(
+        "new blocks:     {} in the last hour (limit {}){}",
+        report.new_blocks_last_hour,
+        report.max_new_blocks_per_hour,
+        report
+            .rate_limited_until
+            .map(|u| format!(" — RATE LIMITED until about {}", ago(u)))
+            .unwrap_or_default()
+    );
+    if report.running {
+        println!("last poll:      {}", opt(report.last_poll));
+    }
+    println!("last commit:    {}", opt(report.last_commit));
+    match &report.last_error {
+        Some((at, e)) => println!("last error:     {} — {e}", ago(*at)),
+        None => println!("last error:     none"),
+    }
+    for p in &report.problems {
+        println!("PROBLEM:        {p}");
+    }
+    Ok(())
+}
+
+fn list(config: &Config, json: bool) -> anyhow::Result<()> {
+    if !config.state.path.exists() {
+        if json {
+            println!("[]");
+        } else {
+            println!(
+                "No blocks (no state database yet at {}).",
+                config.state.path.display()
+            );
+        }
+        return Ok(());
+    }
+    let store = Store::open_read_only(&config.state.path)?;
+    let blocks = store.list(Utc::now())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&blocks)?);
+        return Ok(());
+    }
+    if blocks.is_empty() {
+        println!("No active blocks.");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<34} {:<28} REASON / LINK",
+        "TARGET", "EXPIRES", "SOURCE"
+    );
+    for b in &blocks {
+        for (i, c) in b.claims.iter().enumerate() {
+            let target = if i == 0 { b.target.as_str() } else { "" };
+            let expires = if i == 0 {
+                ago(b.expires_at)
+            } else {
+                String::new()
+            };
+            let mut why = c.reason.clone();
+            if let Some(url) = &c.url {
+                why.push_str(&format!(" <{url}>"));
+            }
+            println!("{target:<40} {expires:<34} {:<28} {why}", c.claim);
+        }
+        if b.claims.is_empty() {
+            println!("{:<40} {:<34}", b.target, ago(b.expires_at));
+        }
+    }
+    println!("{} active block(s).", blocks.len());
+    Ok(())
+}
+
+/// Opens the state and the backend in this process when no daemon is running.
+async fn direct(config: &Config) -> anyhow::Result<(StateLock, Arc<crate::apply::Engine>)> {
+    let lock = StateLock::acquire(&config.state.path).map_err(|e| {
+        anyhow!(
+            "{e:#}; the agent seems to be running but its control socket {} did not answer",
+            config.state.socket.display()
+        )
+    })?;
+    let engine = daemon::engine(config, Arc::new(Health::default())).await?;
+    engine
+        .init_backend()
+        .await
+        .context("initialising the firewall backend")?;
+    Ok((lock, engine))
+}
+
+fn print_manual(result: &ManualResult) {
+    match result.expires_at {
+        Some(e) => println!("{}: {} until {}", result.target, result.outcome, ago(e)),
+        None => println!("{}: {}", result.target, result.outcome),
+    }
+}
+
+async fn via_daemon(
+    config: &Config,
+    request: &Request,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    match control::request(&config.state.socket, request).await {
+        Ok(Some(r)) if r.ok => Ok(Some(r.result.unwrap_or_default())),
+        Ok(Some(r)) => bail!(
+            "{}",
+            r.error.unwrap_or_else(|| "the agent refused".to_owned())
+        ),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e)
+            .with_context(|| format!("talking to the agent at {}", config.state.socket.display())),
+    }
+}
+
+async fn block(
+    config: &Config,
+    target: String,
+    duration: Duration,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let request = Request::Block {
+        target: target.clone(),
+        for_secs: duration.as_secs().max(1),
+        reason: reason.clone(),
+    };
+    if let Some(value) = via_daemon(config, &request).await? {
+        print_manual(&serde_json::from_value(value)?);
+        return Ok(());
+    }
+    let (_lock, engine) = direct(config).await?;
+    let result = control::manual_block(&engine, &target, duration, reason)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    engine.shutdown().await;
+    print_manual(&result);
+    Ok(())
+}
+
+async fn unblock(config: &Config, target: String, reason: Option<String>) -> anyhow::Result<()> {
+    let request = Request::Unblock {
+        target: target.clone(),
+        reason: reason.clone(),
+    };
+    if let Some(value) = via_daemon(config, &request).await? {
+        print_manual(&serde_json::from_value(value)?);
+        return Ok(());
+    }
+    let (_lock, engine) = direct(config).await?;
+    let result = control::manual_unblock(&engine, &target, reason)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    engine.shutdown().await;
+    print_manual(&result);
+    Ok(())
+}
+
+async fn sync(config: &Config) -> anyhow::Result<()> {
+    let value = match via_daemon(config, &Request::Sync).await? {
+        Some(v) => v,
+        None => {
+            let (_lock, engine) = direct(config).await?;
+            let runner =
+                backends::exec::Runner::new(config.firewall.backend.netns().map(str::to_owned));
+            let r = expire::reconcile_once(
+                &engine,
+                &runner,
+                config.policy.protect_host_addresses,
+                config.state.audit_retention.get(),
+            )
+            .await?;
+            engine.shutdown().await;
+            serde_json::json!({"readded": r.readded, "removed": r.removed, "refused": r.refused, "active": r.active})
+        }
+    };
+    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("reconcile failed: {e}");
+    }
+    println!(
+        "Reconciled: {} re-added, {} removed, {} lifted by policy; {} active block(s).",
+        value["readded"], value["removed"], value["refused"], value["active"]
+    );
+    Ok(())
+}
+
+fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let span = Span::parse(text).map_err(|_| {
+        anyhow!("--since `{text}` is neither an RFC 3339 time nor a duration like 1h or 7d")
+    })?;
+    Ok(Utc::now() - chrono::Duration::from_std(span.get())?)
+}
+
+fn audit(
+    config: &Config,
+    since: Option<&str>,
+    target: Option<String>,
+    limit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !config.state.path.exists() {
+        println!(
+            "No audit log yet ({} does not exist).",
+            config.state.path.display()
+        );
+        return Ok(());
+    }
+    let store = Store::open_read_only(&config.state.path)?;
+    let target = target
+        .map(|t| queue_message::Target::parse(&t).map(|t| t.to_string()))
+        .transpose()?;
+    let events = store.audit(&AuditQuery {
+        since: since.map(parse_since).transpose()?,
+        target,
+        limit,
+    })?;
+    for e in &events {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+            continue;
+        }
+        let mut line = format!("{} {:<10}", e.at.format("%Y-%m-%dT%H:%M:%SZ"), e.event);
+        for (label, value) in [
+            ("", &e.target),
+            ("claim=", &e.claim),
+            ("msg=", &e.message_id),
+            ("qmsg=", &e.queue_message_id),
+        ] {
+            if let Some(v) = value {
+                line.push_str(&format!(" {label}{v}"));
+            }
+        }
+        if let Some(r) = &e.reason {
+            line.push_str(&format!(" — {r}"));
+        }
+        if let Some(d) = &e.detail {
+            line.push_str(&format!(" [{d}]"));
+        }
+        println!("{line}");
+    }
+    if !json && events.is_empty() {
+        println!("No audit events match.");
+    }
+    Ok(())
+}
+
+struct Checker {
+    failed: bool,
+    passed: usize,
+    warnings: usize,
+}
+
+impl Checker {
+    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+        self.passed += 1;
+        println!("ok    {what:<16} {}", detail.as_ref());
+    }
+    fn warn(&mut self, what: &str, detail: impl AsRef<str>) {
+        self.warnings += 1;
+        println!("warn  {what:<16} {}", detail.as_ref());
+    }
+    fn fail(&mut self, what: &str, detail: impl AsRef<str>) -> ExitCode {
+        println!("FAIL  {what:<16} {}", detail.as_ref());
+        self.failed = true;
+        ExitCode::from(1)
+    }
+}
+
+async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
+    let mut c = Checker {
+        failed: false,
+        passed: 0,
+        warnings: 0,
+    };
+    c.ok(
+        "configuration",
+        format!(
+            "{} (backend {}, queue {}, poison queue {})",
+            path.display(),
+            config.firewall.backend.kind(),
+            config.queue.name,
+            config.queue.poison_name
+        ),
+    );
+    c.ok(
+        "signing key",
+        format!(
+            "{} key(s): {}",
+            config.queue.keys.len(),
+            config
+                .queue
+                .keys
+                .iter()
+                .map(|k| k.id())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+
+    // State: the directory must be writable (the database is created at the first run).
+    let state_dir = config
+        .state
+        .path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    if config.state.path.exists() {
+        match Store::open_read_only(&config.state.path) {
+            Ok(s) => c.ok(
+                "state",
+                format!(
+                    "{} ({} active block(s))",
+                    config.state.path.display(),
+                    s.active_count(Utc::now()).unwrap_or(0)
+                ),
+            ),
+            Err(e) => return c.fail("state", e.to_string()),
+        }
+    } else {
+        let mut probe = state_dir.clone();
+        while !probe.exists() {
+            if !probe.pop() {
+                break;
+            }
+        }
+        match tempfile::tempfile_in(&probe) {
+            Ok(_) => c.ok(
+                "state",
+                format!(
+                    "{} will be created at the first run",
+                    config.state.path.display()
+                ),
+            ),
+            Err(e) => return c.fail("state", format!("cannot write in {}: {e}", probe.display())),
+        }
+    }
+
+    // Queue: reachable and readable without consuming anything (peek needs only read permission).
+    let (queue, poison) = match daemon::queues(config) {
+        Ok(q) => q,
+        Err(e) => return c.fail("queue", format!("{e:#}")),
+    };
+    match tokio::time::timeout(Duration::from_secs(30), queue.peek(1)).await {
+        Ok(Ok(messages)) => c.ok(
+            "queue",
+            format!(
+                "{} is reachable and readable ({} message(s) visible at the front)",
+                queue.name(),
+                messages.len()
+            ),
+        ),
+        Ok(Err(queue_message::QueueError::NotFound(name))) => {
+            return c.fail(
+                "queue",
+                format!("queue `{name}` does not exist (deploy the infrastructure or set create_queues = true for development)"),
+            )
+        }
+        Ok(Err(queue_message::QueueError::Denied(why))) => {
+            return c.fail(
+                "queue",
+                format!("access denied: the agent needs the Storage Queue Data Message Processor role on the queue, or a SAS with permissions `rp` ({why})"),
+            )
+        }
+        Ok(Err(e)) => return c.fail("queue", e.to_string()),
+        Err(_) => return c.fail("queue", "no answer within 30 s (network, DNS or proxy?)"),
+    }
+    // Poison queue: the agent only needs to add messages there, so the test is a 1-second message.
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        poison.send("portcullis-agent check: write test, expires in 1 second", 1),
+    )
+    .await
+    {
+        Ok(Ok(())) => c.ok("poison queue", format!("{} accepts messages", poison.name())),
+        Ok(Err(queue_message::QueueError::NotFound(name))) => {
+            return c.fail("poison queue", format!("queue `{name}` does not exist"))
+        }
+        Ok(Err(queue_message::QueueError::Denied(why))) => {
+            return c.fail(
+                "poison queue",
+                format!("access denied: the agent needs the Storage Queue Data Message Sender role on it, or a SAS with permission `a` ({why})"),
+            )
+        }
+        Ok(Err(e)) => return c.fail("poison queue", e.to_string()),
+        Err(_) => return c.fail("poison queue", "no answer within 30 s"),
+    }
+
+    // Firewall: build (finds the tools, probes JSON support) and a read-only health check.
+    let mut backend = match backends::build(config.firewall.backend.clone()).await {
+        Ok(b) => b,
+        Err(e) => return c.fail("firewall", e.to_string()),
+    };
+    match backend.healthcheck().await {
+        Ok(()) => c.ok("firewall", format!("{} is reachable and its objects are in place", backend.name())),
+        Err(BackendError::Rejected(why)) => c.warn(
+            "firewall",
+            format!("{} is reachable; its objects are not set up yet and will be created by `run` ({why})", backend.name()),
+        ),
+        Err(e) => return c.fail("firewall", e.to_string()),
+    }
+    match control::request(&config.state.socket, &Request::Status).await {
+        Ok(Some(_)) => c.ok(
+            "daemon",
+            format!("running (control socket {})", config.state.socket.display()),
+        ),
+        _ => c.warn("daemon", "not running"),
+    }
+    if c.failed {
+        ExitCode::from(1)
+    } else {
+        println!(
+            "All checks passed ({} ok, {} warning(s)).",
+            c.passed, c.warnings
+        );
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,442 @@
+//! Deciding what the firewall should do: claims per target, merged into one plan.
+//!
+//! A target is blocked while at least one *claim* on it is alive. A claim is keyed by the source that made
+//! it ([`queue_message::Source::claim_key`]: one per incident or alert, `manual` for people), so an
+//! incident closed as a false positive lifts its own claim without lifting another incident's block on the
+//! same address. A manual unblock lifts every claim: a person said so. The effective expiry of a block is
+//! the latest expiry of its claims, and claims only ever extend.
+//!
+//! Everything here is pure (no I/O, time passed in), so the property tests can hammer it: [`screen`]
+//! applies the never-block policy, [`plan`] turns claim operations and the current claims of the touched
+//! targets into firewall changes and the resulting claims.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use queue_message::{Action, BlockMessage, NeverBlock, Refusal, Source, Target};
+
+use crate::backends::BlockEntry;
+
+/// Who asked for a claim, and why; kept for `list` and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClaimMeta {
+    /// Human-readable reason.
+    pub reason: String,
+    /// Where the instruction came from.
+    pub source: Source,
+    /// The queue message's id (`None` for manual commands).
+    pub message_id: Option<String>,
+}
+
+/// One source's reason to block a target until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// When this claim lapses.
+    pub expires_at: DateTime<Utc>,
+    /// When this claim was first made.
+    pub created_at: DateTime<Utc>,
+    /// Who and why.
+    pub meta: ClaimMeta,
+}
+
+/// The claims on one target, by claim key.
+pub type Claims = BTreeMap<String, Claim>;
+
+/// The effective expiry: the latest claim still alive at `now`, if any.
+pub fn effective_expiry(claims: &Claims, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    claims
+        .values()
+        .map(|c| c.expires_at)
+        .filter(|e| *e > now)
+        .max()
+}
+
+/// What an operation does to a target's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Add or extend the claim `key` until `expires_at`.
+    Block {
+        /// When the claim should lapse.
+        expires_at: DateTime<Utc>,
+    },
+    /// Lift the claim `key`.
+    Release,
+    /// Lift every claim on the target (manual unblock).
+    ReleaseAll,
+}
+
+/// One claim operation on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// The target.
+    pub target: Target,
+    /// The claim key.
+    pub key: String,
+    /// Block, release, release all.
+    pub intent: Intent,
+    /// Who and why.
+    pub meta: ClaimMeta,
+    /// Which submitted message this op came from (for rate-limit deferral).
+    pub group: usize,
+}
+
+/// What happened to a target's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Newly blocked.
+    Blocked,
+    /// Still blocked, now until later.
+    Extended,
+    /// Still blocked, unchanged (a claim came or went without moving the expiry).
+    Unchanged,
+    /// No longer blocked.
+    Unblocked,
+}
+
+/// One target's outcome in a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The target.
+    pub target: Target,
+    /// What happened to its block.
+    pub change: Change,
+    /// Its effective expiry afterwards (`None` when unblocked).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The merged result of a batch of operations.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// Blocks to add or extend on the firewall.
+    pub add: Vec<BlockEntry>,
+    /// Targets to take off the firewall.
+    pub remove: Vec<Target>,
+    /// The claims of every touched target afterwards (empty = no block).
+    pub claims: BTreeMap<Target, Claims>,
+    /// Per touched target, what changed.
+    pub outcomes: Vec<Outcome>,
+    /// Groups (messages) whose new blocks did not fit the rate limit and were left out, in part or whole.
+    pub deferred: Vec<usize>,
+}
+
+impl Plan {
+    /// Targets newly blocked by this plan.
+    pub fn new_blocks(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.change == Change::Blocked)
+            .count()
+    }
+}
+
+/// The never-block check applied to a target: `Ok` or why not.
+pub fn screen(policy: &NeverBlock, target: &Target) -> Result<(), Refusal> {
+    policy.check(target)
+}
+
+/// The claim operations a verified message asks for, with the targets the policy refuses. A block's
+/// refused targets never become operations; unblocks are never refused (lifting is always safe). A
+/// person's unblock (source kind `manual`) lifts every claim, a source's unblock lifts its own.
+pub fn message_ops(
+    message: &BlockMessage,
+    group: usize,
+    policy: &NeverBlock,
+) -> (Vec<Op>, Vec<(Target, Refusal)>) {
+    let key = message.source.claim_key();
+    let meta = ClaimMeta {
+        reason: message.reason.clone(),
+        source: message.source.clone(),
+        message_id: Some(message.id.to_string()),
+    };
+    let mut ops = Vec::with_capacity(message.targets.len());
+    let mut refused = Vec::new();
+    for target in &message.targets {
+        let intent = match message.action {
+            Action::Block => match screen(policy, target) {
+                Ok(()) => Intent::Block {
+                    expires_at: message.expires_at,
+                },
+                Err(why) => {
+                    refused.push((*target, why));
+                    continue;
+                }
+            },
+            Action::Unblock if message.source.kind == "manual" => Intent::ReleaseAll,
+            Action::Unblock => Intent::Release,
+        };
+        ops.push(Op {
+            target: *target,
+            key: key.clone(),
+            intent,
+            meta: meta.clone(),
+            group,
+        });
+    }
+    (ops, refused)
+}
+
+/// Merges `ops` (in order) with the current claims of the touched targets.
+///
+/// `budget` caps the number of *new* blocks (targets not blocked before); ops that would exceed it are
+/// dropped and their group is listed in [`Plan::deferred`], so the caller keeps those messages queued.
+/// Extensions and releases are never limited.
+pub fn plan(
+    ops: &[Op],
+    current: &HashMap<Target, Claims>,
+    now: DateTime<Utc>,
+    budget: Option<usize>,
+) -> Plan {
+    let mut claims: BTreeMap<Target, Claims> = BTreeMap::new();
+    let mut budget = budget;
+    let mut deferred: Vec<usize> = Vec::new();
+    for op in ops {
+        let entry = claims.entry(op.target).or_insert_with(|| {
+            let mut c = current.get(&op.target).cloned().unwrap_or_default();
+            c.retain(|_, claim| claim.expires_at > now);
+            c
+        });
+        match &op.intent {
+            Intent::Block { expires_at } => {
+                if *expires_at <= now {
+                    continue;
+                }
+                let was_blocked = current
+                    .get(&op.target)
+                    .and_then(|c| effective_expiry(c, now))
+                    .is_some();
+                let blocked_in_batch = effective_expiry(entry, now).is_some();
+                if !was_blocked && !blocked_in_batch {
+                    match budget.as_mut() {
+                        Some(0) => {
+                            if !deferred.contains(&op.group) {
+                                deferred.push(op.group);
+                            }
+                            continue;
+                        }
+                        Some(left) => *left -= 1,
+                        None => {}
+                    }
+                }
+                match entry.get_mut(&op.key) {
+                    Some(claim) => {
+                        if *expires_at > claim.expires_at {
+                            claim.expires_at = *expires_at;
+                        }
+                        claim.meta = op.meta.clone();
+                    }
+                    None => {
+                        entry.insert(
+                            op.key.clone(),
+                            Claim {
+                                expires_at: *expires_at,
+                                created_at: now,
+                                meta: op.meta.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Intent::Release => {
+                entry.remove(&op.key);
+            }
+            Intent::ReleaseAll => entry.clear(),
+        }
+    }
+    let mut result = Plan {
+        deferred,
+        ..Plan::default()
+    };
+    for (target, after) in claims {
+        let before = current.get(&target).and_then(|c| effective_expiry(c, now));
+        let expiry = effective_expiry(&after, now);
+        let change = match (before, expiry) {
+            (None, Some(_)) => Change::Blocked,
+            (Some(b), Some(a)) if a > b => Change::Extended,
+            (Some(_), Some(_)) => Change::Unchanged,
+            (Some(_), None) => Change::Unblocked,
+            (None, None) => {
+                // Nothing was blocked and nothing is: only stale claims may need cleaning up.
+                result.claims.insert(target, after);
+                continue;
+            }
+        };
+        match (change, expiry) {
+            (Change::Blocked | Change::Extended, Some(expires_at)) => {
+                result.add.push(BlockEntry { target, expires_at })
+            }
+            (Change::Unblocked, _) => result.remove.push(target),
+            _ => {}
+        }
+        result.outcomes.push(Outcome {
+            target,
+            change,
+            expires_at: expiry,
+        });
+        result.claims.insert(target, after);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn t(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
+    fn block(target: &str, key: &str, expires_at: DateTime<Utc>, group: usize) -> Op {
+        Op {
+            target: t(target),
+            key: key.to_owned(),
+            intent: Intent::Block { expires_at },
+            meta: ClaimMeta::default(),
+            group,
+        }
+    }
+
+    fn release(target: &str, key: &str, all: bool) -> Op {
+        Op {
+            target: t(target),
+            key: key.to_owned(),
+            intent: if all {
+                Intent::ReleaseAll
+            } else {
+                Intent::Release
+            },
+            meta: ClaimMeta::default(),
+            group: 0,
+        }
+    }
+
+    #[test]
+    fn a_target_stays_blocked_until_every_claim_is_lifted() {
+        let now = Utc::now();
+        let e1 = now + Duration::hours(1);
+        let e2 = now + Duration::hours(2);
+        let p = plan(
+            &[
+                block("198.51.100.7", "a", e1, 0),
+                block("198.51.100.7", "b", e2, 1),
+            ],
+            &HashMap::new(),
+            now,
+            None,
+        );
+        assert_eq!(
+            p.add,
+            [BlockEntry {
+                target: t("198.51.100.7"),
+                expires_at: e2
+            }]
+        );
+        assert_eq!(p.new_blocks(), 1);
+        let current: HashMap<_, _> = p.claims.into_iter().collect();
+
+        let p = plan(&[release("198.51.100.7", "b", false)], &current, now, None);
+        assert!(p.add.is_empty() && p.remove.is_empty());
+        assert_eq!(p.outcomes[0].change, Change::Unchanged);
+        assert_eq!(p.outcomes[0].expires_at, Some(e1));
+        let current: HashMap<_, _> = p.claims.into_iter().collect();
+
+        let p = plan(&[release("198.51.100.7", "a", false)], &current, now, None);
+        assert_eq!(p.remove, [t("198.51.100.7")]);
+        assert_eq!(p.outcomes[0].change, Change::Unblocked);
+    }
+
+    #[test]
+    fn claims_only_extend_and_manual_unblock_lifts_all() {
+        let now = Utc::now();
+        let e1 = now + Duration::hours(1);
+        let p = plan(
+            &[block("198.51.100.7", "a", e1, 0)],
+            &HashMap::new(),
+            now,
+            None,
+        );
+        let current: HashMap<_, _> = p.claims.into_iter().collect();
+        let p = plan(
+            &[block("198.51.100.7", "a", now + Duration::minutes(5), 0)],
+            &current,
+            now,
+            None,
+        );
+        assert_eq!(p.outcomes[0].change, Change::Unchanged);
+        assert!(p.add.is_empty());
+        let p = plan(
+            &[block("198.51.100.7", "b", e1 + Duration::hours(1), 0)],
+            &current,
+            now,
+            None,
+        );
+        assert_eq!(p.outcomes[0].change, Change::Extended);
+        let current: HashMap<_, _> = p.claims.into_iter().collect();
+        let p = plan(
+            &[release("198.51.100.7", "manual", true)],
+            &current,
+            now,
+            None,
+        );
+        assert_eq!(p.remove, [t("198.51.100.7")]);
+    }
+
+    #[test]
+    fn expired_claims_do_not_count() {
+        let now = Utc::now();
+        let mut claims = Claims::new();
+        claims.insert(
+            "old".to_owned(),
+            Claim {
+                expires_at: now - Duration::seconds(1),
+                created_at: now - Duration::hours(1),
+                meta: ClaimMeta::default(),
+            },
+        );
+        let current: HashMap<_, _> = [(t("198.51.100.7"), claims)].into();
+        let p = plan(
+            &[block("198.51.100.7", "a", now + Duration::hours(1), 0)],
+            &current,
+            now,
+            None,
+        );
+        assert_eq!(p.outcomes[0].change, Change::Blocked);
+        assert_eq!(p.claims[&t("198.51.100.7")].len(), 1);
+        // A block that has already expired is ignored.
+        let p = plan(
+            &[block("198.51.100.8", "a", now, 0)],
+            &HashMap::new(),
+            now,
+            None,
+        );
+        assert!(p.add.is_empty() && p.outcomes.is_empty());
+    }
+
+    #[test]
+    fn the_budget_limits_new_blocks_only() {
+        let now = Utc::now();
+        let e = now + Duration::hours(1);
+        let p = plan(
+            &[block("198.51.100.1", "a", e, 0)],
+            &HashMap::new(),
+            now,
+            None,
+        );
+        let current: HashMap<_, _> = p.claims.into_iter().collect();
+        let p = plan(
+            &[
+                block("198.51.100.1", "a", e + Duration::hours(1), 0), // extension: free
+                block("198.51.100.2", "a", e, 0),                      // new: uses the budget
+                block("198.51.100.2", "b", e, 1),                      // same target again: free
+                block("198.51.100.3", "a", e, 1),                      // over budget: deferred
+                block("198.51.100.4", "a", e, 2),                      // over budget: deferred
+            ],
+            &current,
+            now,
+            Some(1),
+        );
+        assert_eq!(p.new_blocks(), 1);
+        assert_eq!(p.add.len(), 2);
+        assert_eq!(p.deferred, [1, 2]);
+    }
+}

@@ -1,0 +1,103 @@
+//! Time-driven work: the expiry task and the periodic reconcile.
+//!
+//! Expiry follows mini-redis's purge task: one task sleeps until the earliest block expiry (or until woken
+//! because a new block may expire sooner), then removes everything that has expired in one commit. The
+//! nftables and ipset entries also carry kernel timeouts, so blocks end on time even while the agent is
+//! down; this task keeps the state and the backends without native timeouts (appliances) in step.
+//!
+//! Reconcile runs at start and every `reconcile_interval` (and on `sync`): it refreshes this host's own
+//! addresses, repairs drift between the state and the firewall, and prunes old audit events and seen ids.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::Engine;
+use crate::backends::exec::Runner;
+use crate::hostaddr;
+
+/// Longest sleep of the expiry task when nothing expires sooner.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// Pause after a failed expiry commit.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the expiry task until `shutdown`.
+pub async fn run_expiry(engine: Arc<Engine>, shutdown: CancellationToken) {
+    loop {
+        let sleep = match engine.next_expiry() {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP),
+            Ok(None) => MAX_SLEEP,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the next expiry.");
+                RETRY
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = engine.expiry_changed.notified() => continue,
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = engine.expire().await {
+            tracing::warn!(error = %e, retry_in_s = RETRY.as_secs(), "Expiring blocks failed; retrying.");
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Refreshes the host's own addresses in the policy.
+pub async fn refresh_host_addresses(engine: &Engine, runner: &Runner, enabled: bool) {
+    if !enabled {
+        return;
+    }
+    let addrs = hostaddr::discover(runner).await;
+    tracing::debug!(count = addrs.len(), addresses = ?addrs, "Host addresses protected from blocking.");
+    engine.set_host_addresses(hostaddr::as_nets(&addrs));
+}
+
+/// One reconcile round: host addresses, drift repair, pruning.
+pub async fn reconcile_once(
+    engine: &Engine,
+    runner: &Runner,
+    protect_host: bool,
+    audit_retention: Duration,
+) -> Result<crate::apply::Reconciled, crate::apply::ApplyError> {
+    refresh_host_addresses(engine, runner, protect_host).await;
+    let result = engine.reconcile().await?;
+    let now = Utc::now();
+    let before =
+        now - chrono::Duration::from_std(audit_retention).unwrap_or(chrono::Duration::days(365));
+    match engine.store().prune(now, before) {
+        Ok(p) if p != Default::default() => tracing::debug!(?p, "State pruned."),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "Pruning the state failed."),
+    }
+    Ok(result)
+}
+
+/// Runs reconcile every `interval` until `shutdown` (`sync` calls [`reconcile_once`] directly).
+pub async fn run_reconcile(
+    engine: Arc<Engine>,
+    runner: Runner,
+    interval: Duration,
+    protect_host: bool,
+    audit_retention: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = reconcile_once(&engine, &runner, protect_host, audit_retention).await {
+            tracing::warn!(error = %e, "Reconcile failed; will try again.");
+        }
+    }
+}

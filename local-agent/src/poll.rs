@@ -1,0 +1,589 @@
+//! The consume loop: receive, verify, apply, delete (at-least-once, idempotent).
+//!
+//! - Receive up to 32 messages with a visibility timeout long enough for the whole batch (window plus
+//!   commit), so the agent never needs to update messages (the Storage Queue Data Message Processor role
+//!   allows receive and delete only). Poll again at once while messages flow; back off to
+//!   `max_poll_interval` when idle.
+//! - A backend with a batch window (controller-managed appliances) gets every message that arrives within
+//!   the window after the first one, up to `max_batch_messages`, in one commit.
+//! - Each message is verified with the shared crate. Forged, unsigned, unknown-version, malformed and
+//!   replayed messages (same message id, different queue delivery) go to `<queue>-poison` with the reason
+//!   and are audited, never applied. A redelivery of a message already applied (the agent crashed before
+//!   deleting it) and a message whose block has already expired are audited and deleted.
+//! - The never-block policy is applied again here; refused targets are audited and never reach the
+//!   firewall.
+//! - The batch is applied by [`Engine::apply`] (one firewall commit, then the state), and only then are
+//!   the messages deleted. A failing batch is retried with backoff through redelivery; a message that has
+//!   failed `max_dequeue_count` deliveries goes to the poison queue with the error. Rate-limit deferrals
+//!   do not count as failures.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use queue_message::{BlockMessage, DecodeError, Queue, Received, SigningKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{ApplyError, Engine, Group, Submission};
+use crate::backends::BackendError;
+use crate::config::QueueSettings;
+use crate::decide::{self, Op};
+use crate::metrics::{Health, Metrics};
+use crate::store::{AuditEvent, EventKind, Seen};
+
+/// Messages received per call (the service maximum).
+const RECEIVE_MAX: u8 = 32;
+/// Extra visibility beyond the batch window, for the commit and the deletes.
+const COMMIT_ALLOWANCE: Duration = Duration::from_secs(30);
+/// First idle sleep; doubles up to `max_poll_interval`.
+const IDLE_START: Duration = Duration::from_millis(100);
+/// Longest sleep after errors.
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why a message went to the poison queue (metric label and audit reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonReason {
+    /// Not a Portcullis message.
+    Malformed,
+    /// A schema version this agent does not know.
+    UnknownVersion,
+    /// No signature.
+    Unsigned,
+    /// Signed with a key the agent does not hold.
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// A message id applied before, delivered again as a new queue message.
+    Replayed,
+    /// It kept failing.
+    Failed,
+}
+
+impl PoisonReason {
+    /// Metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownVersion => "unknown-version",
+            Self::Unsigned => "unsigned",
+            Self::UnknownKey => "unknown-key",
+            Self::BadSignature => "bad-signature",
+            Self::Replayed => "replayed",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn from_decode(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::Malformed(_) => Self::Malformed,
+            DecodeError::UnknownVersion(_) => Self::UnknownVersion,
+            DecodeError::Unsigned => Self::Unsigned,
+            DecodeError::UnknownKey(_) => Self::UnknownKey,
+            DecodeError::BadSignature => Self::BadSignature,
+        }
+    }
+}
+
+/// The text put on the poison queue: a few header lines saying why, a blank line, then the original
+/// message unchanged (so it can be inspected or re-sent).
+pub fn poison_text(queue: &str, received: &Received, reason: PoisonReason, detail: &str) -> String {
+    format!(
+        "portcullis-poison/1\nreason: {}\ndetail: {}\nqueue: {queue}\nqueue-message-id: {}\ndequeue-count: {}\npoisoned-at: {}\n\n{}",
+        reason.code(),
+        detail.replace(['\n', '\r'], " "),
+        received.id,
+        received.dequeue_count,
+        Utc::now().to_rfc3339(),
+        received.text
+    )
+}
+
+/// How long a poisoned message stays on the poison queue (a year; someone should look before).
+const POISON_TTL_SECS: i64 = 365 * 86_400;
+
+/// The queue consumer.
+#[derive(Debug)]
+pub struct Consumer {
+    engine: Arc<Engine>,
+    queue: Queue,
+    poison: Queue,
+    keys: Vec<SigningKey>,
+    settings: QueueSettings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// What one pass over a batch did (for tests and logs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Messages received.
+    pub received: usize,
+    /// Messages applied and deleted.
+    pub applied: usize,
+    /// Messages sent to the poison queue.
+    pub poisoned: usize,
+    /// Messages deleted without effect.
+    pub discarded: usize,
+    /// Messages left queued (failure or rate limit).
+    pub kept: usize,
+    /// The firewall commit failed.
+    pub failed: bool,
+}
+
+impl Consumer {
+    /// A consumer of `queue`, poisoning into `poison`.
+    pub fn new(engine: Arc<Engine>, queue: Queue, poison: Queue, settings: QueueSettings) -> Self {
+        let metrics = Arc::clone(engine.metrics());
+        let health = Arc::clone(engine.health());
+        Self {
+            keys: settings.keys.clone(),
+            engine,
+            queue,
+            poison,
+            settings,
+            metrics,
+            health,
+        }
+    }
+
+    /// The main queue handle (transaction counts for benchmarks).
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn visibility(&self, window: Duration) -> u32 {
+        let mut vis = self
+            .settings
+            .visibility_timeout
+            .get()
+            .max(window + COMMIT_ALLOWANCE);
+        if let Some(until) = self.health.snapshot().rate_limited_until {
+            // Deferred messages come back when the budget has room again (at most an hour).
+            let wait = (until - Utc::now()).to_std().unwrap_or_default();
+            vis = vis.max(wait.min(Duration::from_secs(3600)));
+        }
+        u32::try_from(vis.as_secs().max(1)).unwrap_or(u32::MAX)
+    }
+
+    async fn receive(&self, max: u8, vis: u32) -> Result<Vec<Received>, queue_message::QueueError> {
+        let started = Instant::now();
+        let result = self.queue.receive(max, vis).await;
+        self.metrics.poll_duration.observe(started.elapsed());
+        self.metrics.last_poll.set(Utc::now().timestamp() as f64);
+        match &result {
+            Ok(_) => self.health.queue_ok(),
+            Err(e) => {
+                self.metrics.queue_errors.inc();
+                self.health.queue_failed(&e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Runs until `shutdown` is cancelled; the batch in progress is finished first.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut idle = IDLE_START;
+        let mut error_backoff = Duration::from_secs(1);
+        let max_idle = self.settings.max_poll_interval.get();
+        while !shutdown.is_cancelled() {
+            let window = self.engine.batch_window().await;
+            let vis = self.visibility(window);
+            let mut batch = match self.receive(RECEIVE_MAX, vis).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = error_backoff.as_secs(), "Queue receive failed.");
+                    sleep_or_cancel(error_backoff, &shutdown).await;
+                    error_backoff = (error_backoff * 2).min(ERROR_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            error_backoff = Duration::from_secs(1);
+            if batch.is_empty() {
+                sleep_or_cancel(idle.min(max_idle), &shutdown).await;
+                idle = (idle * 2).min(max_idle);
+                continue;
+            }
+            idle = IDLE_START;
+            if !window.is_zero() {
+                self.fill_window(&mut batch, window, vis, &shutdown).await;
+            }
+            let full = batch.len() >= usize::from(RECEIVE_MAX);
+            let pass = self.process(batch).await;
+            if pass.failed {
+                let wait = error_backoff;
+                tracing::warn!(
+                    retry_in_s = wait.as_secs(),
+                    kept = pass.kept,
+                    "Batch not applied; its messages stay queued for redelivery."
+                );
+                sleep_or_cancel(wait, &shutdown).await;
+            } else if !full {
+                // A short batch means the queue is (nearly) drained: poll again after a short breath.
+                sleep_or_cancel(Duration::from_millis(10), &shutdown).await;
+            }
+        }
+    }
+
+    async fn fill_window(
+        &self,
+        batch: &mut Vec<Received>,
+        window: Duration,
+        vis: u32,
+        shutdown: &CancellationToken,
+    ) {
+        let deadline = Instant::now() + window;
+        let cap = self.settings.max_batch_messages;
+        let pause = self
+            .settings
+            .max_poll_interval
+            .get()
+            .min(Duration::from_millis(500));
+        while batch.len() < cap && Instant::now() < deadline && !shutdown.is_cancelled() {
+            let want = u8::try_from((cap - batch.len()).min(usize::from(RECEIVE_MAX)))
+                .unwrap_or(RECEIVE_MAX);
+            match self.receive(want, vis).await {
+                Ok(more) if !more.is_empty() => batch.extend(more),
+                Ok(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    sleep_or_cancel(pause.min(left), shutdown).await;
+                }
+                Err(_) => break,
+            }
+        }
+        tracing::debug!(
+            messages = batch.len(),
+            window_ms = window.as_millis() as u64,
+            "Batch window closed."
+        );
+    }
+
+    async fn delete(&self, r: &Received) {
+        if let Err(e) = self.queue.delete(&r.id, &r.pop_receipt).await {
+            self.metrics.queue_errors.inc();
+            // It comes back and is recognised as already applied.
+            tracing::warn!(error = %e, queue_message_id = %r.id, "Could not delete a processed message; it will be redelivered and discarded.");
+        }
+    }
+
+    async fn poison(
+        &self,
+        r: &Received,
+        reason: PoisonReason,
+        detail: &str,
+        message_id: Option<String>,
+    ) -> bool {
+        let text = poison_text(self.queue.name(), r, reason, detail);
+        if let Err(e) = self.poison.send(&text, POISON_TTL_SECS).await {
+            self.metrics.queue_errors.inc();
+            self.health.queue_failed(&e.to_string());
+            tracing::error!(error = %e, poison_queue = %self.poison.name(), queue_message_id = %r.id,
+                "Cannot write to the poison queue; the message stays queued.");
+            return false;
+        }
+        self.delete(r).await;
+        self.metrics.messages_poisoned.add(reason.code(), 1);
+        let mut event = AuditEvent::new(EventKind::Poisoned, Utc::now())
+            .queue_message(r.id.clone())
+            .reason(format!("{}: {detail}", reason.code()));
+        if let Some(id) = message_id {
+            event = event.message(id);
+        }
+        if let Err(e) = self.engine.store().append_audit(&[event]) {
+            tracing::error!(error = %e, "Cannot write the audit log.");
+        }
+        tracing::warn!(reason = reason.code(), detail, queue_message_id = %r.id, "Message moved to the poison queue.");
+        true
+    }
+
+    async fn discard(
+        &self,
+        r: &Received,
+        reason: &'static str,
+        detail: String,
+        message_id: String,
+    ) {
+        self.delete(r).await;
+        self.metrics.messages_discarded.add(reason, 1);
+        let event = AuditEvent::new(EventKind::Discarded, Utc::now())
+            .queue_message(r.id.clone())
+            .message(message_id)
+            .reason(format!("{reason}: {detail}"));
+        if let Err(e) = self.engine.store().append_audit(&[event]) {
+            tracing::error!(error = %e, "Cannot write the audit log.");
+        }
+        tracing::info!(reason, detail, queue_message_id = %r.id, "Message deleted without effect.");
+    }
+
+    /// Verifies, applies and deletes one batch of received messages.
+    pub async fn process(&self, batch: Vec<Received>) -> Pass {
+        let mut pass = Pass {
+            received: batch.len(),
+            ..Pass::default()
+        };
+        self.metrics.messages_received.add(batch.len() as u64);
+        let now = Utc::now();
+        let mut submission = Submission {
+            rate_limited: true,
+            ..Submission::default()
+        };
+        let mut members: Vec<Received> = Vec::new();
+        let mut ids_in_batch: HashSet<uuid::Uuid> = HashSet::new();
+        let policy = self.engine.policy();
+        for r in batch {
+            let delivery = match self.engine.store().delivery(&r.id) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
+                    pass.kept += 1;
+                    continue;
+                }
+            };
+            let deliveries = r.dequeue_count.saturating_sub(delivery.deferrals);
+            if deliveries > self.settings.max_dequeue_count {
+                let last = delivery.last_error.unwrap_or_else(|| {
+                    "none recorded (the agent may have stopped while applying it)".to_owned()
+                });
+                let detail =
+                    format!("delivered {deliveries} times without success; last error: {last}");
+                if self.poison(&r, PoisonReason::Failed, &detail, None).await {
+                    pass.poisoned += 1;
+                } else {
+                    pass.kept += 1;
+                }
+                continue;
+            }
+            let message = match BlockMessage::decode(&r.text, &self.keys) {
+                Ok(m) => m,
+                Err(e) => {
+                    if self
+                        .poison(&r, PoisonReason::from_decode(&e), &e.to_string(), None)
+                        .await
+                    {
+                        pass.poisoned += 1;
+                    } else {
+                        pass.kept += 1;
+                    }
+                    continue;
+                }
+            };
+            let message_id = message.id.to_string();
+            let seen = self.engine.store().seen(&message_id);
+            match seen {
+                Ok(Some(q)) if q == r.id => {
+                    self.discard(
+                        &r,
+                        "redelivered",
+                        "already applied before the agent could delete it".to_owned(),
+                        message_id,
+                    )
+                    .await;
+                    pass.discarded += 1;
+                    continue;
+                }
+                Ok(Some(q)) => {
+                    let detail =
+                        format!("message {message_id} was already applied from queue message {q}");
+                    if self
+                        .poison(&r, PoisonReason::Replayed, &detail, Some(message_id))
+                        .await
+                    {
+                        pass.poisoned += 1;
+                    } else {
+                        pass.kept += 1;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
+                    pass.kept += 1;
+                    continue;
+                }
+            }
+            if !ids_in_batch.insert(message.id) {
+                let detail = format!("message {message_id} appears twice in one batch");
+                if self
+                    .poison(&r, PoisonReason::Replayed, &detail, Some(message_id))
+                    .await
+                {
+                    pass.poisoned += 1;
+                } else {
+                    pass.kept += 1;
+                }
+                continue;
+            }
+            if message.expires_at <= now {
+                let detail = format!(
+                    "its {} expired at {}",
+                    message.action,
+                    message.expires_at.to_rfc3339()
+                );
+                self.discard(&r, "expired", detail, message_id).await;
+                pass.discarded += 1;
+                continue;
+            }
+            let group = submission.groups.len();
+            let claim = message.source.claim_key();
+            let mut events = vec![AuditEvent::new(EventKind::Received, now)
+                .queue_message(r.id.clone())
+                .message(message_id.clone())
+                .claim(claim.clone())
+                .reason(message.reason.clone())
+                .detail(format!(
+                    "{} of {} target(s) from {}{}",
+                    message.action,
+                    message.targets.len(),
+                    message.source.kind,
+                    message
+                        .source
+                        .url
+                        .as_deref()
+                        .map(|u| format!(" ({u})"))
+                        .unwrap_or_default()
+                ))];
+            let (ops, refused) = decide::message_ops(&message, group, &policy);
+            for (target, why) in refused {
+                self.metrics.blocks_refused.add(why.code(), 1);
+                tracing::warn!(%target, reason = %why, "Target refused by the never-block policy.");
+                events.push(
+                    AuditEvent::new(EventKind::Refused, now)
+                        .target(&target)
+                        .claim(claim.clone())
+                        .message(message_id.clone())
+                        .reason(why.to_string()),
+                );
+            }
+            submission.ops.extend(ops);
+            submission.groups.push(Group {
+                queue_message_id: Some(r.id.clone()),
+                seen: Some(Seen {
+                    message_id,
+                    queue_message_id: r.id.clone(),
+                    expires_at: message.expires_at,
+                }),
+                events,
+            });
+            members.push(r);
+        }
+        if members.is_empty() {
+            return pass;
+        }
+        self.apply_members(submission, members, &mut pass).await;
+        pass
+    }
+
+    async fn apply_members(&self, submission: Submission, members: Vec<Received>, pass: &mut Pass) {
+        match self.engine.apply(submission.clone()).await {
+            Ok(applied) => {
+                let deferred: HashSet<usize> = applied.deferred.iter().copied().collect();
+                for (i, r) in members.iter().enumerate() {
+                    if deferred.contains(&i) {
+                        pass.kept += 1;
+                    } else {
+                        self.delete(r).await;
+                        pass.applied += 1;
+                    }
+                }
+            }
+            Err(ApplyError::Backend(BackendError::Rejected(why))) if members.len() > 1 => {
+                // One message may be the cause: apply them one at a time so the rest go through.
+                tracing::warn!(error = %why, messages = members.len(), "Firewall rejected the batch; retrying its messages one by one.");
+                for (i, r) in members.into_iter().enumerate() {
+                    let single = single(&submission, i);
+                    Box::pin(self.apply_members(single, vec![r], pass)).await;
+                }
+            }
+            Err(e) => {
+                pass.failed = true;
+                let error = e.to_string();
+                tracing::error!(error = %error, messages = members.len(), "Applying the batch failed.");
+                let ids: Vec<String> = members.iter().map(|r| r.id.clone()).collect();
+                let now = Utc::now();
+                {
+                    let mut store = self.engine.store();
+                    let _ = store.note_failures(&ids, &error, now);
+                    let _ = store.set_meta("last_error", format!("{} {error}", now.to_rfc3339()));
+                    let events: Vec<AuditEvent> = ids
+                        .iter()
+                        .map(|id| {
+                            AuditEvent::new(EventKind::Failed, now)
+                                .queue_message(id.clone())
+                                .reason(error.clone())
+                        })
+                        .collect();
+                    let _ = store.append_audit(&events);
+                }
+                for r in members {
+                    let deferrals = self
+                        .engine
+                        .store()
+                        .delivery(&r.id)
+                        .map(|d| d.deferrals)
+                        .unwrap_or(0);
+                    if r.dequeue_count.saturating_sub(deferrals) >= self.settings.max_dequeue_count
+                    {
+                        let detail =
+                            format!("failed {} deliveries; last error: {error}", r.dequeue_count);
+                        if self.poison(&r, PoisonReason::Failed, &detail, None).await {
+                            pass.poisoned += 1;
+                            continue;
+                        }
+                    }
+                    pass.kept += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The part of `submission` that came from group `i`, renumbered as group 0.
+fn single(submission: &Submission, i: usize) -> Submission {
+    Submission {
+        ops: submission
+            .ops
+            .iter()
+            .filter(|op| op.group == i)
+            .map(|op| Op {
+                group: 0,
+                ..op.clone()
+            })
+            .collect(),
+        groups: vec![submission.groups[i].clone()],
+        rate_limited: submission.rate_limited,
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poison_text_keeps_the_original_after_a_blank_line() {
+        let r = Received {
+            id: "q1".to_owned(),
+            pop_receipt: "p".to_owned(),
+            text: "{\"v\":1}\nsecond line".to_owned(),
+            dequeue_count: 2,
+        };
+        let text = poison_text(
+            "portcullis",
+            &r,
+            PoisonReason::BadSignature,
+            "bad\nsignature",
+        );
+        let (head, body) = text.split_once("\n\n").unwrap();
+        assert!(
+            head.starts_with("portcullis-poison/1\nreason: bad-signature\ndetail: bad signature\n")
+        );
+        assert!(head.contains("queue-message-id: q1\ndequeue-count: 2\n"));
+        assert_eq!(body, r.text);
+    }
+}

@@ -1,0 +1,430 @@
+//! The consume loop against a real Azurite, with the `dry-run` backend (no root needed): verification,
+//! poison queue, replay protection, expired messages, the never-block policy, claims, manual commands,
+//! rate limiting, batch windows, status, metrics.
+
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use queue_message::Action;
+
+use crate::util::{
+    audit, audit_count, cli, cli_ok, eventually, eventually_async, free_port, listed,
+    listed_targets, AgentProcess, Env,
+};
+
+const DRY_RUN: &str = "[firewall]\nbackend = \"dry-run\"\nreconcile_interval = \"5s\"\n";
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_block_is_applied_and_its_message_deleted() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let _agent = AgentProcess::start(&config, &[]);
+    let m = env.message(
+        Action::Block,
+        &["198.51.100.7", "2001:db8::/48"],
+        Span::hours(1),
+        "1",
+    );
+    env.send(&m).await;
+    assert!(
+        eventually(WAIT, || listed_targets(&config)
+            == ["198.51.100.7", "2001:db8::/48"]),
+        "not applied: {:?}",
+        listed(&config)
+    );
+    assert!(
+        eventually_async(WAIT, || async { env.queued().await == 0 }).await,
+        "message not deleted"
+    );
+    let events = audit(&config);
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "received" && e["message_id"] == m.id.to_string()));
+    assert_eq!(audit_count(&config, "blocked"), 2);
+    let list = cli_ok(&config, &["list"]);
+    assert!(
+        list.contains("https://portal.example/incidents/1"),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_unsigned_unknown_version_and_garbage_go_to_the_poison_queue() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let _agent = AgentProcess::start(&config, &[]);
+
+    let good = env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1");
+    let tampered = good
+        .encode(&env.key)
+        .replace("198.51.100.7", "198.51.100.8");
+    let mut unsigned: serde_json::Value = serde_json::from_str(
+        &env.message(Action::Block, &["198.51.100.9"], Span::hours(1), "2")
+            .encode(&env.key),
+    )
+    .unwrap();
+    unsigned.as_object_mut().unwrap().remove("sig");
+    let mut future: serde_json::Value = serde_json::from_str(
+        &env.message(Action::Block, &["198.51.100.10"], Span::hours(1), "3")
+            .encode(&env.key),
+    )
+    .unwrap();
+    future["v"] = 2.into();
+    let other_key = queue_message::SigningKey::from_bytes(vec![42; 32]).unwrap();
+    let unknown_key = env
+        .message(Action::Block, &["198.51.100.11"], Span::hours(1), "4")
+        .encode(&other_key);
+
+    env.send_text(&tampered).await;
+    env.send_text(&unsigned.to_string()).await;
+    env.send_text(&future.to_string()).await;
+    env.send_text(&unknown_key).await;
+    env.send_text("not a message at all").await;
+
+    let poisoned = env.poisoned(5, WAIT).await;
+    assert_eq!(poisoned.len(), 5, "poisoned: {poisoned:?}");
+    let reasons: Vec<&str> = poisoned
+        .iter()
+        .map(|p| p.lines().nth(1).unwrap().trim_start_matches("reason: "))
+        .collect();
+    for reason in [
+        "bad-signature",
+        "unsigned",
+        "unknown-version",
+        "unknown-key",
+        "malformed",
+    ] {
+        assert!(
+            reasons.contains(&reason),
+            "{reason} missing from {reasons:?}"
+        );
+    }
+    // The original text is kept after the header.
+    assert!(poisoned.iter().any(|p| p.ends_with(&tampered)));
+    assert!(listed(&config).is_empty(), "nothing may be applied");
+    assert!(eventually_async(WAIT, || async { env.queued().await == 0 }).await);
+    assert_eq!(audit_count(&config, "poisoned"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_message_is_poisoned_and_an_expired_one_discarded() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let _agent = AgentProcess::start(&config, &[]);
+
+    let block = env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1");
+    env.send(&block).await;
+    assert!(eventually(WAIT, || listed_targets(&config) == ["198.51.100.7"]));
+    // Someone re-enqueues the same signed text later: a replay, even though it is validly signed.
+    let unblock = env.message(Action::Unblock, &["198.51.100.7"], Span::hours(1), "1");
+    env.send(&unblock).await;
+    assert!(eventually(WAIT, || listed(&config).is_empty()));
+    env.send(&block).await;
+
+    let expired = env.message(Action::Block, &["198.51.100.20"], Span::seconds(-5), "2");
+    env.send(&expired).await;
+
+    let poisoned = env.poisoned(1, WAIT).await;
+    assert_eq!(poisoned.len(), 1, "poisoned: {poisoned:?}");
+    assert!(poisoned[0].contains("reason: replayed"), "{}", poisoned[0]);
+    assert!(eventually(WAIT, || audit_count(&config, "discarded") == 1));
+    assert!(
+        listed(&config).is_empty(),
+        "the replay must not re-block: {:?}",
+        listed(&config)
+    );
+    let discarded: Vec<_> = audit(&config)
+        .into_iter()
+        .filter(|e| e["event"] == "discarded")
+        .collect();
+    assert!(discarded[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("expired"));
+    assert!(eventually_async(WAIT, || async { env.queued().await == 0 }).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_targets_never_reach_the_firewall() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "allowlist = [\"198.51.100.128/25\"]", "");
+    let _agent = AgentProcess::start(&config, &[]);
+    let m = env.message(
+        Action::Block,
+        &[
+            "10.1.2.3",
+            "127.0.0.1",
+            "192.0.2.1",
+            "198.51.100.200",
+            "198.51.100.9",
+            "11.0.0.0/8",
+        ],
+        Span::hours(1),
+        "1",
+    );
+    env.send(&m).await;
+    assert!(
+        eventually(WAIT, || listed_targets(&config) == ["198.51.100.9"]),
+        "{:?}",
+        listed(&config)
+    );
+    assert_eq!(audit_count(&config, "refused"), 5);
+    let refused: Vec<String> = audit(&config)
+        .into_iter()
+        .filter(|e| e["event"] == "refused")
+        .map(|e| format!("{} {}", e["target"], e["reason"]))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("10.1.2.3") && r.contains("RFC 1918")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("198.51.100.200") && r.contains("allowlisted")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("11.0.0.0/8") && r.contains("minimum prefix")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_stays_blocked_until_every_claim_is_lifted_and_blocks_expire() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let _agent = AgentProcess::start(&config, &[]);
+    env.send(&env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "a"))
+        .await;
+    env.send(&env.message(Action::Block, &["198.51.100.7"], Span::hours(2), "b"))
+        .await;
+    assert!(
+        eventually(WAIT, || listed(&config) == [("198.51.100.7".to_owned(), 2)]),
+        "{:?}",
+        listed(&config)
+    );
+    env.send(&env.message(Action::Unblock, &["198.51.100.7"], Span::hours(1), "a"))
+        .await;
+    assert!(
+        eventually(WAIT, || listed(&config) == [("198.51.100.7".to_owned(), 1)]),
+        "{:?}",
+        listed(&config)
+    );
+    env.send(&env.message(Action::Unblock, &["198.51.100.7"], Span::hours(1), "b"))
+        .await;
+    assert!(eventually(WAIT, || listed(&config).is_empty()));
+
+    // A short block runs out on its own.
+    env.send(&env.message(Action::Block, &["198.51.100.8"], Span::seconds(3), "c"))
+        .await;
+    assert!(eventually(WAIT, || listed_targets(&config) == ["198.51.100.8"]));
+    assert!(
+        eventually(WAIT, || audit_count(&config, "expired") == 1),
+        "no expiry: {:?}",
+        audit(&config)
+    );
+    assert!(listed(&config).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_block_and_unblock_through_the_daemon_and_without_it() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    {
+        let mut agent = AgentProcess::start(&config, &[]);
+        let out = cli_ok(
+            &config,
+            &[
+                "block",
+                "198.51.100.7",
+                "--for",
+                "1h",
+                "--reason",
+                "seen in logs",
+            ],
+        );
+        assert!(out.contains("198.51.100.7: blocked until"), "{out}");
+        assert_eq!(listed_targets(&config), ["198.51.100.7"]);
+        // A queued incident claim on the same address; a person's unblock lifts both.
+        env.send(&env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1"))
+            .await;
+        assert!(eventually(WAIT, || listed(&config) == [("198.51.100.7".to_owned(), 2)]));
+        let out = cli_ok(&config, &["unblock", "198.51.100.7"]);
+        assert!(out.contains("unblocked"), "{out}");
+        assert!(listed(&config).is_empty());
+        // The never-block policy applies to people too.
+        let refused = cli(&config, &["block", "10.0.0.1"]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("never blocked"));
+        assert!(agent.terminate(), "clean exit on SIGTERM:\n{}", agent.log());
+        assert!(agent.log().contains("blocks stay in place"));
+    }
+    // No daemon: the CLI applies it itself, through the same state.
+    let out = cli_ok(&config, &["block", "203.0.113.5", "--for", "30m"]);
+    assert!(out.contains("blocked"), "{out}");
+    assert_eq!(listed_targets(&config), ["203.0.113.5"]);
+    let events = audit(&config);
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "received" && e["claim"] == "manual"));
+    let out = cli_ok(&config, &["unblock", "203.0.113.5"]);
+    assert!(out.contains("unblocked"));
+    let bad = cli(&config, &["block", "not-an-ip"]);
+    assert!(!bad.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_holds_back_new_blocks_and_keeps_the_message() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "max_new_blocks_per_hour = 2", "");
+    let _agent = AgentProcess::start(&config, &[]);
+    env.send(&env.message(
+        Action::Block,
+        &["198.51.100.1", "198.51.100.2", "198.51.100.3"],
+        Span::hours(1),
+        "1",
+    ))
+    .await;
+    assert!(
+        eventually(WAIT, || listed(&config).len() == 2),
+        "{:?}",
+        listed(&config)
+    );
+    assert!(eventually(WAIT, || audit_count(&config, "deferred") >= 1));
+    let status = cli_ok(&config, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["rate_limited_until"].is_string(), "{status}");
+    assert_eq!(status["new_blocks_last_hour"], 2);
+    // The message stays queued (hidden until the budget frees), not poisoned, not lost.
+    assert_eq!(env.queued().await, 1);
+    assert!(env.drain_poison().await.is_empty());
+    // Extensions and unblocks still flow.
+    env.send(&env.message(Action::Unblock, &["198.51.100.1"], Span::hours(1), "1"))
+        .await;
+    assert!(
+        eventually(WAIT, || listed(&config).len() == 1),
+        "{:?}",
+        listed(&config)
+    );
+    let human = cli_ok(&config, &["status"]);
+    assert!(human.contains("RATE LIMITED"), "{human}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_window_turns_a_burst_into_one_commit() {
+    let env = Env::new().await;
+    let port = free_port();
+    let firewall = format!(
+        "[firewall]\nbackend = \"dry-run\"\n[firewall.dry-run]\nbatch_window = \"3s\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let config = env.config(&firewall, "", "");
+    let agent = AgentProcess::start(&config, &[]);
+    for i in 1..=20 {
+        env.send(&env.message(
+            Action::Block,
+            &[&format!("198.51.100.{i}")],
+            Span::hours(1),
+            &i.to_string(),
+        ))
+        .await;
+    }
+    assert!(
+        eventually(WAIT, || listed(&config).len() == 20),
+        "{:?}",
+        listed(&config)
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let commits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_agent_commit_duration_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Sending 20 messages takes a moment; they may straddle two windows, never twenty.
+    assert!(
+        (1..=2).contains(&commits),
+        "{commits} commits\n{}",
+        agent.log()
+    );
+    assert!(metrics.contains("portcullis_agent_blocks_applied_total 20"));
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_check_report_on_a_healthy_setup() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let check = cli_ok(&config, &["check"]);
+    assert!(check.contains("All checks passed"), "{check}");
+    assert!(check.contains("ok    queue"), "{check}");
+    let _agent = AgentProcess::start(&config, &[]);
+    env.send(&env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1"))
+        .await;
+    assert!(eventually(WAIT, || listed(&config).len() == 1));
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(&config, &["status", "--json"])).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["active_blocks"], 1);
+    assert_eq!(status["backend"], "dry-run");
+    assert!(
+        status["last_commit"].is_string() && status["last_poll"].is_string(),
+        "{status}"
+    );
+    assert!(status["queue_depth"].is_number(), "{status}");
+    let sync = cli_ok(&config, &["sync"]);
+    assert!(sync.contains("1 active block"), "{sync}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_fails_clearly_on_the_first_problem() {
+    let env = Env::new().await;
+    // A missing queue.
+    let config = env.config(DRY_RUN, "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("name = \"portcullis\"", "name = \"nosuchqueue\"");
+    std::fs::write(&config, text).unwrap();
+    let out = cli(&config, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  queue") && stdout.contains("does not exist"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("firewall"),
+        "stops at the first problem: {stdout}"
+    );
+    // A wrong account key.
+    let config = env.config(DRY_RUN, "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("AccountKey=Eby8", "AccountKey=Zby8");
+    std::fs::write(&config, text).unwrap();
+    let out = cli(&config, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("access denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An unknown key in the file: exit code 2, key named.
+    std::fs::write(&config, "[queue]\nconection = \"x\"\n").unwrap();
+    let out = cli(&config, &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conection"));
+}
