@@ -254,3 +254,31 @@ async fn a_bulk_incident_is_split_into_few_messages() {
         4000
     );
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_invocation_id() {
+    let azurite = Azurite::start();
+    let handler = Handler::with_queue(
+        &azurite.connection_string(),
+        &[("PORTCULLIS_LOG_FORMAT", "json")],
+    );
+    let invocation_id = "5b9c8a1e-0000-4000-8000-00000000abcd";
+    let response = reqwest::Client::new()
+        .post(handler.url("/api/alerts"))
+        .header("Content-Type", "application/json")
+        .header("X-Azure-Functions-InvocationId", invocation_id)
+        .body(incident("New", None, &["198.51.100.7"]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let logs = handler.logs();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "Alert processed.")
+        .unwrap_or_else(|| panic!("no JSON summary line in:\n{logs}"));
+    assert_eq!(line["span"]["invocation_id"], invocation_id);
+    assert_eq!(line["fields"]["queued"], 1);
+    assert_eq!(line["level"], "INFO");
+}

@@ -223,3 +223,63 @@ async fn unknown_routes_and_methods() {
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn the_docs_invocation_sample_shape_is_understood() {
+    // The docs' http-trigger invocation (with `Query` as the string "{}"), carrying an incident instead of
+    // the order; our answer has the members of the docs' response sample.
+    let mut invocation: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/functions-host/functions-custom-handler.invoke-request.http-trigger.docs-sample.json"
+    ))
+    .unwrap();
+    invocation["Data"]["req"]["Url"] = "http://localhost:7071/api/alerts".into();
+    invocation["Data"]["req"]["Body"] = crate::testdata::incident_trigger("New", None)
+        .to_string()
+        .into();
+    let (router, queues) = setup();
+    let (status, _, answer) = call(
+        &router,
+        post("/alerts", Some("application/json"), invocation.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let sample: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/functions-host/functions-custom-handler.invoke-response.generic.docs-sample.json"
+    ))
+    .unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&answer), keys(&sample));
+    assert_eq!(answer["Outputs"]["res"]["statusCode"], 200);
+    assert_eq!(queues.messages("portcullis").len(), 1);
+
+    // A host that hands over the body already parsed (an object, not a string) gets the same answer.
+    invocation["Data"]["req"]["Body"] = crate::testdata::incident_trigger("New", None);
+    let (_, _, again) = call(
+        &router,
+        post("/alerts", Some("application/json"), invocation.to_string()),
+    )
+    .await;
+    assert_eq!(again["Outputs"]["res"]["statusCode"], 200);
+
+    // No body at all (a chunked request has none in the envelope): a 400 for the caller, 200 for the host.
+    invocation["Data"]["req"]
+        .as_object_mut()
+        .unwrap()
+        .remove("Body");
+    let (status, _, empty) = call(
+        &router,
+        post("/alerts", Some("application/json"), invocation.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(empty["Outputs"]["res"]["statusCode"], 400);
+
+    // Not an invocation at all.
+    let (status, _, bad) = call(
+        &router,
+        post("/alerts", Some("application/json"), "{\"hello\":1}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bad["Outputs"]["res"]["statusCode"], 400);
+}
