@@ -34,8 +34,6 @@ use crate::store::{AuditEvent, EventKind, Seen};
 
 /// Messages received per call (the service maximum).
 const RECEIVE_MAX: u8 = 32;
-/// Extra visibility beyond the batch window, for the commit and the deletes.
-const COMMIT_ALLOWANCE: Duration = Duration::from_secs(30);
 /// First idle sleep; doubles up to `max_poll_interval`.
 const IDLE_START: Duration = Duration::from_millis(100);
 /// Longest sleep after errors.
@@ -153,11 +151,8 @@ impl Consumer {
     }
 
     fn visibility(&self, window: Duration) -> u32 {
-        let mut vis = self
-            .settings
-            .visibility_timeout
-            .get()
-            .max(window + COMMIT_ALLOWANCE);
+        // The configured timeout covers the commit and the deletes; a batch window comes on top.
+        let mut vis = self.settings.visibility_timeout.get() + window;
         if let Some(until) = self.health.snapshot().rate_limited_until {
             // Deferred messages come back when the budget has room again (at most an hour).
             let wait = (until - Utc::now()).to_std().unwrap_or_default();
@@ -185,6 +180,7 @@ impl Consumer {
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut idle = IDLE_START;
         let mut error_backoff = Duration::from_secs(1);
+        let mut commit_backoff = Duration::from_secs(1);
         let max_idle = self.settings.max_poll_interval.get();
         while !shutdown.is_cancelled() {
             let window = self.engine.batch_window().await;
@@ -211,14 +207,17 @@ impl Consumer {
             let full = batch.len() >= usize::from(RECEIVE_MAX);
             let pass = self.process(batch).await;
             if pass.failed {
-                let wait = error_backoff;
                 tracing::warn!(
-                    retry_in_s = wait.as_secs(),
+                    retry_in_s = commit_backoff.as_secs(),
                     kept = pass.kept,
                     "Batch not applied; its messages stay queued for redelivery."
                 );
-                sleep_or_cancel(wait, &shutdown).await;
-            } else if !full {
+                sleep_or_cancel(commit_backoff, &shutdown).await;
+                commit_backoff = (commit_backoff * 2).min(ERROR_BACKOFF_MAX);
+                continue;
+            }
+            commit_backoff = Duration::from_secs(1);
+            if !full {
                 // A short batch means the queue is (nearly) drained: poll again after a short breath.
                 sleep_or_cancel(Duration::from_millis(10), &shutdown).await;
             }

@@ -19,6 +19,9 @@ mod backends;
 /// The consume loop against Azurite with the dry-run backend.
 mod queue;
 
+/// The whole agent with nftables/ipset in a lab: drops, unblocks, expiry, drift, crashes, poison.
+mod firewall;
+
 /// The backend contract every backend passes (`contract::run` with a `Device` probe); dry-run here.
 mod contract;
 
