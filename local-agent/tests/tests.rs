@@ -22,6 +22,9 @@ mod queue;
 /// The whole agent with nftables/ipset in a lab: drops, unblocks, expiry, drift, crashes, poison.
 mod firewall;
 
+/// Handler binary + Azurite + agent + nftables: from an HTTP POST to a dropped packet.
+mod e2e;
+
 /// The backend contract every backend passes (`contract::run` with a `Device` probe); dry-run here.
 mod contract;
 
