@@ -5,14 +5,21 @@
 //! client with timeouts on every request and no redirect following, secrets that never reach a log or a
 //! `Debug` output, and the mapping of HTTP failures to [`BackendError`]s that the agent can act on.
 //!
-//! The vendor modules own their URLs, bodies and envelopes; they call [`send`] and [`json_body`] and decide
-//! what a status code means for their API (a 401 means "log in again" on UniFi but "wrong key" on OPNsense).
+//! The vendor modules own their URLs, bodies, credentials and envelopes; they call [`call`] (or [`send`])
+//! and [`json_body`] and decide what a status code means for their API (a 401 means "log in again" on UniFi
+//! but "wrong key" on OPNsense).
+//!
+//! It also holds [`Staged`], the batch every appliance backend collects between two commits, so
+//! `stage_add` / `stage_remove` normalise the same way everywhere.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use queue_message::Target;
 use reqwest::{Method, StatusCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -23,7 +30,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::BackendError;
+use super::{BackendError, BlockEntry};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -606,6 +613,74 @@ pub fn status_error(what: &str, reply: &Reply) -> BackendError {
 /// A method and a path, for error messages (`PUT /proxy/network/api/s/default/rest/firewallgroup/…`).
 pub fn describe(method: &Method, path: &str) -> String {
     format!("{method} {path}")
+}
+
+/// Builds `method path` on `endpoint` with `body` as JSON when given, lets `auth` add the vendor's
+/// credentials and headers, and sends it. Returns the call's description (for error messages, see
+/// [`describe`]) and the reply; what the status means is left to the caller.
+pub async fn call(
+    http: &reqwest::Client,
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    auth: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<(String, Reply), BackendError> {
+    let what = describe(&method, path);
+    let mut request = auth(http.request(method, endpoint.join(path)));
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let reply = send(&what, request).await?;
+    Ok((what, reply))
+}
+
+/// The changes staged since the last commit, normalised: one entry per target (a later remove cancels an
+/// add and the other way round), and of two adds of one target the later expiry wins.
+#[derive(Debug, Default)]
+pub struct Staged {
+    adds: BTreeMap<Target, DateTime<Utc>>,
+    removes: BTreeSet<Target>,
+}
+
+/// What [`Staged::take`] hands to a commit.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Targets to block, each with its longest staged expiry (backends without per-entry timeouts use
+    /// only the keys).
+    pub adds: BTreeMap<Target, DateTime<Utc>>,
+    /// Targets to unblock.
+    pub removes: BTreeSet<Target>,
+}
+
+impl Batch {
+    /// Nothing to add and nothing to remove.
+    pub fn is_empty(&self) -> bool {
+        self.adds.is_empty() && self.removes.is_empty()
+    }
+}
+
+impl Staged {
+    /// `Backend::stage_add`.
+    pub fn add(&mut self, entry: BlockEntry) {
+        self.removes.remove(&entry.target);
+        let slot = self.adds.entry(entry.target).or_insert(entry.expires_at);
+        *slot = (*slot).max(entry.expires_at);
+    }
+
+    /// `Backend::stage_remove`.
+    pub fn remove(&mut self, target: Target) {
+        self.adds.remove(&target);
+        self.removes.insert(target);
+    }
+
+    /// Takes everything staged, leaving nothing staged.
+    pub fn take(&mut self) -> Batch {
+        Batch {
+            adds: std::mem::take(&mut self.adds),
+            removes: std::mem::take(&mut self.removes),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! state (`list` shows them missing, the agent adds them again). Only entries carrying our comment are
 //! changed or removed; a matching entry someone else made is left alone and counts as blocked.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use queue_message::Target;
 
 use super::client::{parse_timeout, Added, Menu, RestClient};
 use super::config::MikrotikConfig;
+use crate::backends::http::{Batch, Staged};
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// The longest timeout RouterOS takes (`35w3d13:13:56`); longer blocks are re-added by reconcile.
@@ -38,8 +39,7 @@ pub struct MikrotikBackend {
     /// Our entries as last read or written.
     entries: HashMap<Target, Owned>,
     fresh: bool,
-    adds: BTreeMap<Target, DateTime<Utc>>,
-    removes: BTreeSet<Target>,
+    staged: Staged,
 }
 
 /// The timeout to send for an expiry: at least one second, at most [`MAX_TIMEOUT`].
@@ -58,8 +58,7 @@ impl MikrotikBackend {
             client,
             entries: HashMap::new(),
             fresh: false,
-            adds: BTreeMap::new(),
-            removes: BTreeSet::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -246,19 +245,15 @@ impl Backend for MikrotikBackend {
     }
 
     fn stage_add(&mut self, entry: BlockEntry) {
-        self.removes.remove(&entry.target);
-        let slot = self.adds.entry(entry.target).or_insert(entry.expires_at);
-        *slot = (*slot).max(entry.expires_at);
+        self.staged.add(entry);
     }
 
     fn stage_remove(&mut self, target: Target) {
-        self.adds.remove(&target);
-        self.removes.insert(target);
+        self.staged.remove(target);
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let adds = std::mem::take(&mut self.adds);
-        let removes = std::mem::take(&mut self.removes);
+        let Batch { adds, removes } = self.staged.take();
         if adds.is_empty() && removes.is_empty() {
             return Ok(CommitStats::default());
         }

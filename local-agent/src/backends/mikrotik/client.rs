@@ -195,15 +195,10 @@ impl RestClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, BackendError> {
-        let what = http::describe(&method, path);
-        let mut request = self
-            .http
-            .request(method, self.endpoint.join(path))
-            .basic_auth(&self.username, Some(self.password.expose()));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let reply = http::send(&what, request).await?;
+        let (what, reply) = http::call(&self.http, &self.endpoint, method, path, body, |r| {
+            r.basic_auth(&self.username, Some(self.password.expose()))
+        })
+        .await?;
         if matches!(reply.status.as_u16(), 401 | 403) {
             return Err(BackendError::Config(format!(
                 "{what}: the router refused user {:?} (HTTP {}): {}. The user's group needs the read, \

@@ -5,13 +5,14 @@
 //! OPNsense has no per-entry timeout, so expiry is the agent's removal. A cache of the table avoids calls
 //! for targets already present; it is refreshed on every `list` and after any failure.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use queue_message::Target;
 
 use super::client::{ApiClient, Change};
 use super::config::OpnsenseConfig;
+use crate::backends::http::Staged;
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// The one-time manual step.
@@ -30,8 +31,7 @@ pub struct OpnsenseBackend {
     client: ApiClient,
     present: HashSet<Target>,
     fresh: bool,
-    adds: BTreeSet<Target>,
-    removes: BTreeSet<Target>,
+    staged: Staged,
 }
 
 impl OpnsenseBackend {
@@ -42,8 +42,7 @@ impl OpnsenseBackend {
             client,
             present: HashSet::new(),
             fresh: false,
-            adds: BTreeSet::new(),
-            removes: BTreeSet::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -113,19 +112,16 @@ impl Backend for OpnsenseBackend {
     }
 
     fn stage_add(&mut self, entry: BlockEntry) {
-        self.removes.remove(&entry.target);
-        self.adds.insert(entry.target);
+        self.staged.add(entry);
     }
 
     fn stage_remove(&mut self, target: Target) {
-        self.adds.remove(&target);
-        self.removes.insert(target);
+        self.staged.remove(target);
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let adds = std::mem::take(&mut self.adds);
-        let removes = std::mem::take(&mut self.removes);
-        if adds.is_empty() && removes.is_empty() {
+        let batch = self.staged.take();
+        if batch.is_empty() {
             return Ok(CommitStats::default());
         }
         if !self.fresh {
@@ -133,7 +129,7 @@ impl Backend for OpnsenseBackend {
         }
         let alias = self.config.alias.clone();
         let mut stats = CommitStats::default();
-        for target in removes {
+        for target in batch.removes {
             if !self.present.contains(&target) {
                 continue;
             }
@@ -150,7 +146,7 @@ impl Backend for OpnsenseBackend {
                 }
             }
         }
-        for target in adds {
+        for target in batch.adds.into_keys() {
             stats.added += 1;
             if self.present.contains(&target) {
                 continue; // no timeout to refresh on OPNsense

@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::backends::http::{self, Endpoint, Reply, Secret};
+use crate::backends::http::{self, Endpoint, Secret};
 use crate::backends::BackendError;
 
 /// Rows per `alias_util/list` page.
@@ -87,15 +87,10 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, BackendError> {
-        let what = http::describe(&method, path);
-        let mut request = self
-            .http
-            .request(method, self.endpoint.join(path))
-            .basic_auth(self.key.expose(), Some(self.secret.expose()));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let reply: Reply = http::send(&what, request).await?;
+        let (what, reply) = http::call(&self.http, &self.endpoint, method, path, body, |r| {
+            r.basic_auth(self.key.expose(), Some(self.secret.expose()))
+        })
+        .await?;
         if matches!(reply.status.as_u16(), 401 | 403) {
             return Err(BackendError::Config(format!(
                 "{what}: OPNsense refused the API key (HTTP {}). The key's user needs the privileges \

@@ -6,7 +6,7 @@
 //! shifts when another alias is deleted, and the read gives the true membership to diff against. An
 //! apply that failed is retried at the next commit (and at start) even when nothing else changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use queue_message::Target;
 
 use super::client::{Alias, RestClient};
 use super::config::PfsenseConfig;
+use crate::backends::http::Staged;
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// The one-time manual step.
@@ -30,8 +31,7 @@ pub fn manual_step(alias: &str) -> String {
 pub struct PfsenseBackend {
     config: PfsenseConfig,
     client: RestClient,
-    adds: BTreeSet<Target>,
-    removes: BTreeSet<Target>,
+    staged: Staged,
     apply_pending: bool,
 }
 
@@ -50,8 +50,7 @@ impl PfsenseBackend {
         Self {
             config,
             client,
-            adds: BTreeSet::new(),
-            removes: BTreeSet::new(),
+            staged: Staged::default(),
             apply_pending: false,
         }
     }
@@ -105,34 +104,33 @@ impl Backend for PfsenseBackend {
     }
 
     fn stage_add(&mut self, entry: BlockEntry) {
-        self.removes.remove(&entry.target);
-        self.adds.insert(entry.target);
+        self.staged.add(entry);
     }
 
     fn stage_remove(&mut self, target: Target) {
-        self.adds.remove(&target);
-        self.removes.insert(target);
+        self.staged.remove(target);
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let adds = std::mem::take(&mut self.adds);
-        let removes = std::mem::take(&mut self.removes);
-        if adds.is_empty() && removes.is_empty() && !self.apply_pending {
+        let batch = self.staged.take();
+        if batch.is_empty() && !self.apply_pending {
             return Ok(CommitStats::default());
         }
         let alias = self.fetch().await?;
         let present = members(&alias);
-        let to_add: Vec<String> = adds
-            .iter()
+        let to_add: Vec<String> = batch
+            .adds
+            .keys()
             .filter(|t| !present.contains_key(t))
             .map(|t| t.net().to_string())
             .collect();
-        let to_remove: Vec<String> = removes
+        let to_remove: Vec<String> = batch
+            .removes
             .iter()
             .filter_map(|t| present.get(t).cloned())
             .collect();
         let mut stats = CommitStats {
-            added: adds.len(),
+            added: batch.adds.len(),
             removed: to_remove.len(),
             writes: 0,
         };

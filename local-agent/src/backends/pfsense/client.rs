@@ -79,16 +79,11 @@ impl RestClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, BackendError> {
-        let what = http::describe(&method, path);
-        let mut request = self
-            .http
-            .request(method, self.endpoint.join(path))
-            .header("X-API-Key", self.key.expose())
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let reply = http::send(&what, request).await?;
+        let (what, reply) = http::call(&self.http, &self.endpoint, method, path, body, |r| {
+            r.header("X-API-Key", self.key.expose())
+                .header(reqwest::header::ACCEPT, "application/json")
+        })
+        .await?;
         match reply.status.as_u16() {
             200..=299 => {}
             401 | 403 => {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::client::{Family, GroupApi, RemoteGroup};
 use super::config::UnifiConfig;
+use crate::backends::http::Staged;
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// Shard key: family and index.
@@ -38,8 +39,7 @@ pub struct UnifiBackend {
     shards: BTreeMap<Key, RemoteGroup>,
     /// False after a failed write or before the first read: reload before the next diff.
     fresh: bool,
-    adds: BTreeSet<Target>,
-    removes: BTreeSet<Target>,
+    staged: Staged,
     last_write: Option<Instant>,
 }
 
@@ -51,8 +51,7 @@ impl UnifiBackend {
             api,
             shards: BTreeMap::new(),
             fresh: false,
-            adds: BTreeSet::new(),
-            removes: BTreeSet::new(),
+            staged: Staged::default(),
             last_write: None,
         }
     }
@@ -229,21 +228,20 @@ impl Backend for UnifiBackend {
     }
 
     fn stage_add(&mut self, entry: BlockEntry) {
-        self.removes.remove(&entry.target);
-        self.adds.insert(entry.target);
+        self.staged.add(entry);
     }
 
     fn stage_remove(&mut self, target: Target) {
-        self.adds.remove(&target);
-        self.removes.insert(target);
+        self.staged.remove(target);
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let adds = std::mem::take(&mut self.adds);
-        let removes = std::mem::take(&mut self.removes);
-        if adds.is_empty() && removes.is_empty() {
+        let batch = self.staged.take();
+        if batch.is_empty() {
             return Ok(CommitStats::default());
         }
+        let adds: BTreeSet<Target> = batch.adds.into_keys().collect();
+        let removes = batch.removes;
         if !self.fresh {
             self.reload().await?;
         }

@@ -391,25 +391,27 @@ impl LoginApi {
         body: Option<&Value>,
     ) -> Result<Outcome, BackendError> {
         let path = self.site_path(rest);
-        let what = http::describe(method, &path);
         let session = self
             .session
             .as_ref()
             .ok_or_else(|| BackendError::Unreachable("not logged in".to_owned()))?;
-        let mut request = self
-            .http
-            .request(method.clone(), self.endpoint.join(&path))
-            .header(reqwest::header::COOKIE, session.cookies.expose())
-            .header(reqwest::header::ACCEPT, "application/json");
-        if *method != Method::GET {
-            if let Some(csrf) = &session.csrf {
-                request = request.header("X-CSRF-Token", csrf.expose());
-            }
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let reply = http::send(&what, request).await?;
+        let (what, reply) = http::call(
+            &self.http,
+            &self.endpoint,
+            method.clone(),
+            &path,
+            body,
+            |r| {
+                let r = r
+                    .header(reqwest::header::COOKIE, session.cookies.expose())
+                    .header(reqwest::header::ACCEPT, "application/json");
+                match &session.csrf {
+                    Some(csrf) if *method != Method::GET => r.header("X-CSRF-Token", csrf.expose()),
+                    _ => r,
+                }
+            },
+        )
+        .await?;
         if let Some(rotated) = header_text(&reply, "x-updated-csrf-token") {
             if let Some(session) = self.session.as_mut() {
                 session.csrf = Some(Secret::new(rotated));
@@ -631,16 +633,11 @@ impl IntegrationApi {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, BackendError> {
-        let what = http::describe(&method, path);
-        let mut request = self
-            .http
-            .request(method, self.endpoint.join(path))
-            .header("X-API-KEY", self.key.expose())
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let reply = http::send(&what, request).await?;
+        let (what, reply) = http::call(&self.http, &self.endpoint, method, path, body, |r| {
+            r.header("X-API-KEY", self.key.expose())
+                .header(reqwest::header::ACCEPT, "application/json")
+        })
+        .await?;
         if reply.status.is_success() {
             if reply.body.is_empty() {
                 return Ok(Value::Null);
