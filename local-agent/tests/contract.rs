@@ -9,7 +9,8 @@
 //! To instantiate it for another backend, implement [`Device`] (e.g. for nftables: `entries` parses
 //! `nft -j list set` inside the namespace, `lose` runs `nft delete element`, `fail_writes` returns false
 //! or makes the next `nft` run fail) and call
-//! `contract::run(&|| Box::pin(async { build_backend() }), &device, Options::default()).await`.
+//! `contract::run(&|| Box::pin(async { build_backend() }), &device, Options::default()).await` ([`factory`]
+//! makes that closure for a backend built from config text).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -23,6 +24,18 @@ use queue_message::Target;
 /// Builds a fresh backend (not yet initialised) talking to the same device.
 pub type Factory<'a> =
     dyn Fn() -> Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>> + Sync + 'a;
+
+/// A [`Factory`] that builds every backend from the same config `text` with `build`.
+pub fn factory<F, Fut>(
+    text: String,
+    build: F,
+) -> impl Fn() -> Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>> + Sync
+where
+    F: Fn(String) -> Fut + Sync,
+    Fut: Future<Output = Box<dyn Backend>> + Send + 'static,
+{
+    move || Box::pin(build(text.clone()))
+}
 
 /// A view of the firewall that does not go through the backend under test.
 #[async_trait]

@@ -7,7 +7,10 @@ use std::sync::atomic::Ordering;
 use chrono::{Duration, Utc};
 use portcullis_agent::backends::{Backend, BlockEntry};
 
+use super::server::Counters;
 use crate::contract::bulk_targets;
+
+const BULK: usize = 10_000;
 
 fn stage_all(b: &mut dyn Backend, n: usize) {
     let expires_at = Utc::now() + Duration::hours(4);
@@ -16,10 +19,37 @@ fn stage_all(b: &mut dyn Backend, n: usize) {
     }
 }
 
+/// What a [`BULK`]-IP batch committed at once costs on the fake: (write calls, write bytes, all calls).
+async fn bulk_commit(b: &mut dyn Backend, counters: &Counters) -> (usize, usize, usize) {
+    let (w0, b0, o0) = (
+        counters.writes(),
+        counters.write_bytes(),
+        counters.other.load(Ordering::SeqCst),
+    );
+    stage_all(b, BULK);
+    b.commit().await.unwrap();
+    let writes = counters.writes() - w0;
+    let all = writes + counters.other.load(Ordering::SeqCst) - o0;
+    (writes, counters.write_bytes() - b0, all)
+}
+
+/// One table row; `all` is `None` where the scenario does not count every call.
+fn row(
+    backend: &str,
+    scenario: &str,
+    (writes, bytes, all): (usize, usize, Option<usize>),
+    ips: usize,
+) {
+    let all = all.map_or_else(|| "—".to_owned(), |all| all.to_string());
+    println!(
+        "| {backend} | {scenario} | {writes} | {bytes} | {all} | {:.4} |",
+        writes as f64 / ips as f64
+    );
+}
+
 #[tokio::test]
 #[ignore = "benchmark: prints the numbers for BENCHMARKS.md"]
 async fn appliance_write_counts() {
-    const BULK: usize = 10_000;
     println!(
         "| Backend | Scenario | Write calls | Write bytes | All calls | Writes per blocked IP |"
     );
@@ -27,35 +57,26 @@ async fn appliance_write_counts() {
 
     // UniFi: a 10k-IP bulk alert into empty groups.
     {
-        use super::unifi::{backend, config_text, FakeUnifi, Style};
+        use super::unifi::{logged_in, FakeUnifi, Style};
         let fake = FakeUnifi::new(Style::UnifiOs);
-        fake.add_group("portcullis-v4-0", false);
-        fake.add_group("portcullis-v6-0", true);
+        fake.add_first_groups();
         let running = fake.start().await;
-        let mut b = backend(&config_text(&running, false, "")).await.unwrap();
-        b.init().await.unwrap();
-        let (w0, b0, o0) = (
-            fake.counters.writes(),
-            fake.counters.write_bytes(),
-            fake.counters.other.load(Ordering::SeqCst),
+        let mut b = logged_in(&running).await;
+        let (writes, bytes, all) = bulk_commit(b.as_mut(), &fake.counters).await;
+        row(
+            "unifi (UniFi OS, groups)",
+            &format!("{BULK}-IP bulk alert, one commit"),
+            (writes, bytes, Some(all)),
+            BULK,
         );
-        stage_all(b.as_mut(), BULK);
-        b.commit().await.unwrap();
-        let writes = fake.counters.writes() - w0;
-        let bytes = fake.counters.write_bytes() - b0;
-        let all = writes + fake.counters.other.load(Ordering::SeqCst) - o0;
-        println!("| unifi (UniFi OS, groups) | {BULK}-IP bulk alert, one commit | {writes} | {bytes} | {all} | {:.4} |", writes as f64 / BULK as f64);
     }
     {
         // A burst of 100 single-IP alerts inside the batch window: the agent stages all, commits once.
-        use super::unifi::{backend, config_text, FakeUnifi, Style};
+        use super::unifi::{logged_in, FakeUnifi, Style};
         let fake = FakeUnifi::new(Style::UnifiOs);
-        fake.add_group("portcullis-v4-0", false);
-        fake.add_group("portcullis-v6-0", true);
+        fake.add_first_groups();
         let running = fake.start().await;
-        let mut b = backend(&config_text(&running, false, "")).await.unwrap();
-        b.init().await.unwrap();
-        // A burst of 100 single-IP alerts inside the batch window: the agent stages all, commits once.
+        let mut b = logged_in(&running).await;
         let (w0, b0) = (fake.counters.writes(), fake.counters.write_bytes());
         let expires_at = Utc::now() + Duration::hours(4);
         for i in 0..100 {
@@ -65,7 +86,12 @@ async fn appliance_write_counts() {
         b.commit().await.unwrap();
         let writes = fake.counters.writes() - w0;
         let bytes = fake.counters.write_bytes() - b0;
-        println!("| unifi (UniFi OS, groups) | burst of 100 single-IP alerts within the batch window | {writes} | {bytes} | — | {:.4} |", writes as f64 / 100.0);
+        row(
+            "unifi (UniFi OS, groups)",
+            "burst of 100 single-IP alerts within the batch window",
+            (writes, bytes, None),
+            100,
+        );
 
         // For contrast: the same burst without batching (one commit per alert, min_write_interval 0).
         let (w0, b0) = (fake.counters.writes(), fake.counters.write_bytes());
@@ -76,7 +102,12 @@ async fn appliance_write_counts() {
         }
         let writes = fake.counters.writes() - w0;
         let bytes = fake.counters.write_bytes() - b0;
-        println!("| unifi (UniFi OS, groups) | same burst, one commit per alert (no batch window) | {writes} | {bytes} | — | {:.4} |", writes as f64 / 100.0);
+        row(
+            "unifi (UniFi OS, groups)",
+            "same burst, one commit per alert (no batch window)",
+            (writes, bytes, None),
+            100,
+        );
     }
 
     // UniFi integration API (traffic matching lists).
@@ -88,35 +119,25 @@ async fn appliance_write_counts() {
         let running = fake.start().await;
         let mut b = backend(&config_text(&running, true, "")).await.unwrap();
         b.init().await.unwrap();
-        let (w0, b0) = (fake.counters.writes(), fake.counters.write_bytes());
-        stage_all(b.as_mut(), BULK);
-        b.commit().await.unwrap();
-        let writes = fake.counters.writes() - w0;
-        let bytes = fake.counters.write_bytes() - b0;
-        println!("| unifi (integration API, lists) | {BULK}-IP bulk alert, one commit | {writes} | {bytes} | — | {:.4} |", writes as f64 / BULK as f64);
+        let (writes, bytes, _) = bulk_commit(b.as_mut(), &fake.counters).await;
+        row(
+            "unifi (integration API, lists)",
+            &format!("{BULK}-IP bulk alert, one commit"),
+            (writes, bytes, None),
+            BULK,
+        );
     }
 
     // MikroTik, OPNsense, pfSense: calls per blocked IP in bulk.
+    let scenario = format!("{BULK}-IP bulk alert");
     {
         use super::mikrotik::{backend, config_text, FakeRouter};
         let fake = FakeRouter::new();
         let running = fake.start().await;
         let mut b = backend(&config_text(&running)).await.unwrap();
         b.init().await.unwrap();
-        let (w0, b0, o0) = (
-            fake.counters.writes(),
-            fake.counters.write_bytes(),
-            fake.counters.other.load(Ordering::SeqCst),
-        );
-        stage_all(b.as_mut(), BULK);
-        b.commit().await.unwrap();
-        let writes = fake.counters.writes() - w0;
-        let all = writes + fake.counters.other.load(Ordering::SeqCst) - o0;
-        println!(
-            "| mikrotik | {BULK}-IP bulk alert | {writes} | {} | {all} | {:.4} |",
-            fake.counters.write_bytes() - b0,
-            writes as f64 / BULK as f64
-        );
+        let (writes, bytes, all) = bulk_commit(b.as_mut(), &fake.counters).await;
+        row("mikrotik", &scenario, (writes, bytes, Some(all)), BULK);
     }
     {
         use super::opnsense::{backend, config_text, FakeOpnsense};
@@ -125,20 +146,8 @@ async fn appliance_write_counts() {
         let running = fake.start().await;
         let mut b = backend(&config_text(&running, "")).await;
         b.init().await.unwrap();
-        let (w0, b0, o0) = (
-            fake.counters.writes(),
-            fake.counters.write_bytes(),
-            fake.counters.other.load(Ordering::SeqCst),
-        );
-        stage_all(b.as_mut(), BULK);
-        b.commit().await.unwrap();
-        let writes = fake.counters.writes() - w0;
-        let all = writes + fake.counters.other.load(Ordering::SeqCst) - o0;
-        println!(
-            "| opnsense | {BULK}-IP bulk alert | {writes} | {} | {all} | {:.4} |",
-            fake.counters.write_bytes() - b0,
-            writes as f64 / BULK as f64
-        );
+        let (writes, bytes, all) = bulk_commit(b.as_mut(), &fake.counters).await;
+        row("opnsense", &scenario, (writes, bytes, Some(all)), BULK);
     }
     {
         use super::pfsense::{backend, config_text, FakePfsense};
@@ -147,19 +156,7 @@ async fn appliance_write_counts() {
         let running = fake.start().await;
         let mut b = backend(&config_text(&running, "")).await;
         b.init().await.unwrap();
-        let (w0, b0, o0) = (
-            fake.counters.writes(),
-            fake.counters.write_bytes(),
-            fake.counters.other.load(Ordering::SeqCst),
-        );
-        stage_all(b.as_mut(), BULK);
-        b.commit().await.unwrap();
-        let writes = fake.counters.writes() - w0;
-        let all = writes + fake.counters.other.load(Ordering::SeqCst) - o0;
-        println!(
-            "| pfsense | {BULK}-IP bulk alert | {writes} | {} | {all} | {:.4} |",
-            fake.counters.write_bytes() - b0,
-            writes as f64 / BULK as f64
-        );
+        let (writes, bytes, all) = bulk_commit(b.as_mut(), &fake.counters).await;
+        row("pfsense", &scenario, (writes, bytes, Some(all)), BULK);
     }
 }

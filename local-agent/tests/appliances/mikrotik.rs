@@ -10,8 +10,6 @@
 //! with their prefix length (`2001:db8::7/128`); `/rest/system/resource` carries `version`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
@@ -19,14 +17,13 @@ use std::time::Duration as StdDuration;
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use portcullis_agent::backends::mikrotik::{self, format_timeout, parse_timeout};
-use portcullis_agent::backends::{Backend, BackendError, BlockEntry};
+use portcullis_agent::backends::{Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
-use super::server::{self, injected, json, Counters, Faults, Request, Running};
+use super::server::{self, entry, injected, json, Counters, Faults, Request, Running};
 use crate::contract::{self, Device, Options};
 
 pub const USER: &str = "portcullis";
@@ -70,12 +67,7 @@ impl FakeRouter {
     }
 
     pub async fn start(self: &Arc<Self>) -> Running {
-        let me = Arc::clone(self);
-        server::serve(move |req| {
-            let me = Arc::clone(&me);
-            async move { me.handle(&req) }
-        })
-        .await
+        server::start(self, Self::handle).await
     }
 
     /// Adds an entry by hand (someone else's, or ours from an earlier run).
@@ -134,16 +126,7 @@ impl FakeRouter {
     }
 
     fn handle(&self, req: &Request) -> Response {
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
-        );
-        if req
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            != Some(expected.as_str())
-        {
+        if !req.has_basic_auth(USER, PASSWORD) {
             return json(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error": 401, "message": "Unauthorized"}),
@@ -324,22 +307,12 @@ pub async fn backend(text: &str) -> Result<Box<dyn Backend>, BackendError> {
     mikrotik::build(config).await
 }
 
-fn entry(text: &str, expires_at: DateTime<Utc>) -> BlockEntry {
-    BlockEntry {
-        target: Target::parse(text).unwrap(),
-        expires_at,
-    }
-}
-
 #[tokio::test]
 async fn mikrotik_passes_the_contract_with_one_call_per_new_address() {
     let fake = FakeRouter::new();
     let running = fake.start().await;
     let text = config_text(&running);
-    let make = move || -> Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>> {
-        let text = text.clone();
-        Box::pin(async move { backend(&text).await.unwrap() })
-    };
+    let make = contract::factory(text, |text| async move { backend(&text).await.unwrap() });
     let report = contract::run(&make, fake.as_ref(), Options::default()).await;
     assert!(report.lose_checked && report.failure_checked);
     assert_eq!(report.bulk.writes, 10_000);

@@ -10,21 +10,18 @@
 //! (key and secret as HTTP Basic).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use chrono::{Duration, Utc};
-use portcullis_agent::backends::{opnsense, Backend, BackendError, BlockEntry};
+
+use portcullis_agent::backends::{opnsense, Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
-use super::server::{self, injected, json, Counters, Faults, Request, Running};
+use super::server::{self, add, injected, json, Counters, Faults, Request, Running};
 use crate::contract::{self, Device, Options};
 
 pub const KEY: &str = "w86XNZob/8Oq8aC5r0kbNarNtdpoQU781fyoeaOBQsBwkXUt";
@@ -58,12 +55,7 @@ impl FakeOpnsense {
     }
 
     pub async fn start(self: &Arc<Self>) -> Running {
-        let me = Arc::clone(self);
-        server::serve(move |req| {
-            let me = Arc::clone(&me);
-            async move { me.handle(&req) }
-        })
-        .await
+        server::start(self, Self::handle).await
     }
 
     pub fn add_alias(&self, name: &str, kind: &str) {
@@ -91,16 +83,7 @@ impl FakeOpnsense {
     }
 
     fn handle(&self, req: &Request) -> Response {
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
-        );
-        if req
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            != Some(expected.as_str())
-        {
+        if !req.has_basic_auth(KEY, SECRET) {
             return json(
                 StatusCode::UNAUTHORIZED,
                 &json!({"status": 401, "message": "Authentication Failed"}),
@@ -260,22 +243,12 @@ pub async fn backend(text: &str) -> Box<dyn Backend> {
     opnsense::build(config).await.unwrap()
 }
 
-fn add(b: &mut dyn Backend, text: &str) {
-    b.stage_add(BlockEntry {
-        target: Target::parse(text).unwrap(),
-        expires_at: Utc::now() + Duration::hours(1),
-    });
-}
-
 #[tokio::test]
 async fn opnsense_passes_the_contract_with_one_call_per_new_address() {
     let fake = FakeOpnsense::new();
     let running = fake.start().await;
     let text = config_text(&running, "create_alias = true");
-    let make = move || -> Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>> {
-        let text = text.clone();
-        Box::pin(async move { backend(&text).await })
-    };
+    let make = contract::factory(text, |text| async move { backend(&text).await });
     let report = contract::run(&make, fake.as_ref(), Options::default()).await;
     assert!(report.lose_checked && report.failure_checked);
     assert_eq!(report.bulk.writes, 10_000);

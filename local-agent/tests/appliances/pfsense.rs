@@ -10,20 +10,18 @@
 //! apply, so a backend that forgets to apply fails the contract.
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use chrono::{Duration, Utc};
-use portcullis_agent::backends::{pfsense, Backend, BackendError, BlockEntry};
+
+use portcullis_agent::backends::{pfsense, Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
-use super::server::{self, injected, json, Counters, Faults, Request, Running};
+use super::server::{self, add, injected, json, Counters, Faults, Request, Running};
 use crate::contract::{self, Device, Options};
 
 pub const KEY: &str = "4c7d2e1f0a9b8c7d6e5f4a3b2c1d0e9f";
@@ -74,12 +72,7 @@ impl FakePfsense {
     }
 
     pub async fn start(self: &Arc<Self>) -> Running {
-        let me = Arc::clone(self);
-        server::serve(move |req| {
-            let me = Arc::clone(&me);
-            async move { me.handle(&req) }
-        })
-        .await
+        server::start(self, Self::handle).await
     }
 
     /// Another alias before ours, so ours does not have id 0.
@@ -290,23 +283,13 @@ pub async fn backend(text: &str) -> Box<dyn Backend> {
     pfsense::build(config).await.unwrap()
 }
 
-fn add(b: &mut dyn Backend, text: &str) {
-    b.stage_add(BlockEntry {
-        target: Target::parse(text).unwrap(),
-        expires_at: Utc::now() + Duration::hours(1),
-    });
-}
-
 #[tokio::test]
 async fn pfsense_passes_the_contract_with_at_most_three_writes_per_commit() {
     let fake = FakePfsense::new();
     fake.add_alias("lan_hosts", "host");
     let running = fake.start().await;
     let text = config_text(&running, "create_alias = true");
-    let make = move || -> Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>> {
-        let text = text.clone();
-        Box::pin(async move { backend(&text).await })
-    };
+    let make = contract::factory(text, |text| async move { backend(&text).await });
     let report = contract::run(&make, fake.as_ref(), Options::default()).await;
     assert!(report.lose_checked && report.failure_checked);
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The plumbing every fake shares: a self-signed certificate (rcgen), an HTTPS server on loopback
 //! (tokio-rustls behind axum's `Listener`), one fallback handler that routes by hand so unknown paths are
 //! real 404s, write counters, and faults: failing writes, an HTML login page instead of JSON, 404 after a
-//! "firmware update", cut-off bodies.
+//! "firmware update", cut-off bodies. Also the few test steps every vendor's tests share: starting a fake
+//! ([`start`]), checking HTTP Basic credentials, and staging a block ([`entry`], [`add`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,6 +11,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use portcullis_agent::backends::{Backend, BlockEntry};
+use queue_message::Target;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -157,6 +162,18 @@ impl Request {
     pub fn is_write(&self) -> bool {
         self.method != Method::GET
     }
+
+    /// True when the request carries HTTP Basic credentials `user:password`.
+    pub fn has_basic_auth(&self, user: &str, password: &str) -> bool {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(expected.as_str())
+    }
 }
 
 /// A JSON response.
@@ -272,4 +289,31 @@ where
         cert,
         task,
     }
+}
+
+/// Serves a fake over HTTPS: `handle` answers each request from the fake's own state, for as long as the
+/// returned [`Running`] lives.
+pub async fn start<T>(fake: &Arc<T>, handle: fn(&T, &Request) -> Response) -> Running
+where
+    T: Send + Sync + 'static,
+{
+    let fake = Arc::clone(fake);
+    serve(move |req| {
+        let fake = Arc::clone(&fake);
+        async move { handle(&fake, &req) }
+    })
+    .await
+}
+
+/// A block of `text` until `expires_at`.
+pub fn entry(text: &str, expires_at: DateTime<Utc>) -> BlockEntry {
+    BlockEntry {
+        target: Target::parse(text).unwrap(),
+        expires_at,
+    }
+}
+
+/// Stages a one-hour block of `text`.
+pub fn add(b: &mut dyn Backend, text: &str) {
+    b.stage_add(entry(text, Utc::now() + Duration::hours(1)));
 }

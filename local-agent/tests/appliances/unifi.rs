@@ -20,8 +20,6 @@
 //!   keeps at least one item: swissmakers/fail2ban-ui PR #206.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +28,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{Duration, Utc};
-use portcullis_agent::backends::{unifi, Backend, BackendError, BlockEntry};
+use portcullis_agent::backends::{unifi, Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
@@ -100,12 +98,7 @@ impl FakeUnifi {
 
     /// Starts serving it.
     pub async fn start(self: &Arc<Self>) -> Running {
-        let me = Arc::clone(self);
-        server::serve(move |req| {
-            let me = Arc::clone(&me);
-            async move { me.handle(&req) }
-        })
-        .await
+        server::start(self, Self::handle).await
     }
 
     fn id(state: &mut State) -> String {
@@ -130,6 +123,12 @@ impl FakeUnifi {
                 members: Vec::new(),
             },
         );
+    }
+
+    /// Adds the first group of each family, `portcullis-v4-0` and `portcullis-v6-0`.
+    pub fn add_first_groups(&self) {
+        self.add_group("portcullis-v4-0", false);
+        self.add_group("portcullis-v6-0", true);
     }
 
     /// Adds a traffic matching list (with the one item a list must keep).
@@ -639,25 +638,26 @@ pub async fn backend(text: &str) -> Result<Box<dyn Backend>, BackendError> {
     unifi::build(config).await
 }
 
+/// A login backend for the console at `running` with the default config, initialised.
+pub async fn logged_in(running: &Running) -> Box<dyn Backend> {
+    let mut b = backend(&config_text(running, false, "")).await.unwrap();
+    b.init().await.unwrap();
+    b
+}
+
 fn later() -> chrono::DateTime<Utc> {
     Utc::now() + Duration::hours(4)
 }
 
 fn add(b: &mut dyn Backend, text: &str) {
-    b.stage_add(BlockEntry {
-        target: Target::parse(text).unwrap(),
-        expires_at: later(),
-    });
+    b.stage_add(server::entry(text, later()));
 }
 
 async fn contract_for(style: Style, api_key: bool) -> (Arc<FakeUnifi>, contract::Report) {
     let fake = FakeUnifi::new(style);
     let running = fake.start().await;
     let text = config_text(&running, api_key, "create_groups = true");
-    let make = move || -> Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>> {
-        let text = text.clone();
-        Box::pin(async move { backend(&text).await.unwrap() })
-    };
+    let make = contract::factory(text, |text| async move { backend(&text).await.unwrap() });
     let report = contract::run(&make, fake.as_ref(), Options::default()).await;
     drop(running);
     (fake, report)
@@ -692,11 +692,9 @@ async fn integration_api_passes_the_contract() {
 #[tokio::test]
 async fn a_burst_staged_within_the_batch_window_is_one_put() {
     let fake = FakeUnifi::new(Style::UnifiOs);
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
-    let mut b = backend(&config_text(&running, false, "")).await.unwrap();
-    b.init().await.unwrap();
+    let mut b = logged_in(&running).await;
     for i in 0..100 {
         add(b.as_mut(), &format!("203.0.113.{i}"));
     }
@@ -710,11 +708,9 @@ async fn a_burst_staged_within_the_batch_window_is_one_put() {
 #[tokio::test]
 async fn expired_sessions_log_in_again_once() {
     let fake = FakeUnifi::new(Style::UnifiOs);
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
-    let mut b = backend(&config_text(&running, false, "")).await.unwrap();
-    b.init().await.unwrap();
+    let mut b = logged_in(&running).await;
     assert_eq!(fake.logins(), 1);
     fake.expire_sessions();
     add(b.as_mut(), "203.0.113.5");
@@ -813,8 +809,7 @@ async fn missing_groups_explain_the_manual_step_or_are_created() {
 #[tokio::test]
 async fn full_groups_are_sharded_or_refused() {
     let fake = FakeUnifi::new(Style::UnifiOs);
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
     let mut b = backend(&config_text(&running, false, "max_group_size = 100"))
         .await
@@ -863,11 +858,9 @@ async fn the_device_limit_is_a_clear_retryable_error() {
         limit: 50,
         ..Arc::try_unwrap(FakeUnifi::new(Style::Classic)).unwrap()
     });
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
-    let mut b = backend(&config_text(&running, false, "")).await.unwrap();
-    b.init().await.unwrap();
+    let mut b = logged_in(&running).await;
     for i in 0..60 {
         add(b.as_mut(), &format!("198.18.1.{i}"));
     }
@@ -882,11 +875,9 @@ async fn the_device_limit_is_a_clear_retryable_error() {
 #[tokio::test]
 async fn bad_answers_are_clear_errors_and_lose_no_block() {
     let fake = FakeUnifi::new(Style::UnifiOs);
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
-    let mut b = backend(&config_text(&running, false, "")).await.unwrap();
-    b.init().await.unwrap();
+    let mut b = logged_in(&running).await;
 
     let cases: [(&std::sync::atomic::AtomicBool, &str); 3] = [
         (&fake.faults.html, "HTML page"),
@@ -923,8 +914,7 @@ async fn bad_answers_are_clear_errors_and_lose_no_block() {
 #[tokio::test]
 async fn tls_trust_modes() {
     let fake = FakeUnifi::new(Style::Classic);
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
     let creds = format!(
         "url = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
@@ -966,8 +956,7 @@ async fn tls_trust_modes() {
 async fn min_write_interval_spaces_writes() {
     // Time is paused: the backend must wait for the interval between two PUTs, not write at once.
     let fake = FakeUnifi::new(Style::Classic);
-    fake.add_group("portcullis-v4-0", false);
-    fake.add_group("portcullis-v6-0", true);
+    fake.add_first_groups();
     let running = fake.start().await;
     let text = config_text(&running, false, "")
         .replace("min_write_interval = \"0s\"", "min_write_interval = \"1h\"");
