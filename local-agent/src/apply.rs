@@ -196,6 +196,11 @@ impl Engine {
         self.backend.lock().await.healthcheck().await
     }
 
+    /// What the firewall holds in the backend's own objects.
+    pub async fn firewall_list(&self) -> Result<Vec<Target>, BackendError> {
+        self.backend.lock().await.list().await
+    }
+
     /// The backend's batch window.
     pub async fn batch_window(&self) -> std::time::Duration {
         self.backend.lock().await.batch_window()

@@ -175,6 +175,11 @@ pub fn message_ops(
     (ops, refused)
 }
 
+/// `t` truncated to whole milliseconds, the precision of the state database.
+pub fn whole_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// Merges `ops` (in order) with the current claims of the touched targets.
 ///
 /// `budget` caps the number of *new* blocks (targets not blocked before); ops that would exceed it are
@@ -197,6 +202,9 @@ pub fn plan(
         });
         match &op.intent {
             Intent::Block { expires_at } => {
+                // The state keeps milliseconds; so does the plan, or a redelivery would "extend" by
+                // the nanoseconds the database dropped.
+                let expires_at = &whole_millis(*expires_at);
                 if *expires_at <= now {
                     continue;
                 }
@@ -438,5 +446,151 @@ mod tests {
         assert_eq!(p.new_blocks(), 1);
         assert_eq!(p.add.len(), 2);
         assert_eq!(p.deferred, [1, 2]);
+    }
+
+    mod properties {
+        use super::*;
+        use ipnet::IpNet;
+        use proptest::prelude::*;
+        use queue_message::Source;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+        /// Addresses biased towards the interesting places: special-purpose space, the lab ranges, the
+        /// allowlist, and public space.
+        fn target() -> impl Strategy<Value = Target> {
+            let v4 = prop_oneof![
+                any::<u32>(),
+                (0u32..=255).prop_map(|x| 0x0a00_0000 | (x << 8)), // 10/8
+                (0u32..=255).prop_map(|x| 0xc633_6400 | x),        // 198.51.100/24
+                (0u32..=255).prop_map(|x| 0xcb00_7100 | x),        // 203.0.113/24
+                (0u32..=255).prop_map(|x| 0x7f00_0000 | x),        // 127/8
+            ];
+            prop_oneof![
+                (v4.clone(), 8u8..=32).prop_map(|(a, len)| {
+                    Target::from_net(
+                        IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), len)
+                            .unwrap()
+                            .trunc(),
+                    )
+                    .unwrap()
+                }),
+                v4.prop_map(|a| Target::from_addr(IpAddr::V4(Ipv4Addr::from(a)))),
+                (any::<u128>(), prop::bool::ANY, 16u8..=128).prop_map(|(a, doc, len)| {
+                    let a = if doc {
+                        (0x2001_0db8u128 << 96) | (a >> 32)
+                    } else {
+                        a
+                    };
+                    let net = IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), len)
+                        .unwrap()
+                        .trunc();
+                    Target::from_net(net).unwrap()
+                }),
+            ]
+        }
+
+        fn message(
+            targets: Vec<Target>,
+            block: bool,
+            source: u8,
+            ttl_s: i64,
+            now: DateTime<Utc>,
+        ) -> BlockMessage {
+            BlockMessage {
+                id: uuid::Uuid::new_v4(),
+                action: if block {
+                    Action::Block
+                } else {
+                    Action::Unblock
+                },
+                targets,
+                expires_at: now + chrono::Duration::seconds(ttl_s),
+                reason: "prop".to_owned(),
+                source: Source {
+                    kind: if source == 0 {
+                        "manual".to_owned()
+                    } else {
+                        "sentinel-incident".to_owned()
+                    },
+                    id: (source != 0).then(|| format!("i{source}")),
+                    ..Source::default()
+                },
+                issued_at: now,
+            }
+        }
+
+        fn policy(allow_doc: bool) -> NeverBlock {
+            NeverBlock::new(
+                vec![
+                    "198.51.100.128/25".parse().unwrap(),
+                    "203.0.113.7/32".parse().unwrap(),
+                ],
+                if allow_doc {
+                    vec![
+                        "198.51.100.0/24".parse().unwrap(),
+                        "203.0.113.0/24".parse().unwrap(),
+                        "2001:db8::/32".parse().unwrap(),
+                    ]
+                } else {
+                    Vec::new()
+                },
+                16,
+                32,
+            )
+        }
+
+        proptest! {
+            /// Whatever the messages say, nothing the policy refuses is ever staged on the firewall, and
+            /// every target is either an operation or a recorded refusal.
+            #[test]
+            fn the_plan_never_contains_a_refused_address(
+                batches in prop::collection::vec(
+                    (prop::collection::vec(target(), 0..12), any::<bool>(), 0u8..4, -60i64..7200),
+                    1..6,
+                ),
+                allow_doc in any::<bool>(),
+            ) {
+                let now = Utc::now();
+                let policy = policy(allow_doc);
+                let mut ops = Vec::new();
+                for (group, (targets, block, source, ttl)) in batches.into_iter().enumerate() {
+                    let m = message(targets.clone(), block, source, ttl, now);
+                    let (o, refused) = message_ops(&m, group, &policy);
+                    prop_assert_eq!(o.len() + refused.len(), m.targets.len());
+                    for (t, _) in &refused {
+                        prop_assert!(policy.check(t).is_err());
+                    }
+                    ops.extend(o);
+                }
+                let plan = plan(&ops, &HashMap::new(), now, None);
+                for entry in &plan.add {
+                    prop_assert!(policy.check(&entry.target).is_ok(), "{} was staged", entry.target);
+                    prop_assert!(entry.expires_at > now);
+                }
+            }
+
+            /// Planning the same operations on top of their own result changes nothing.
+            #[test]
+            fn planning_the_same_batch_twice_is_a_no_op(
+                targets in prop::collection::vec(target(), 1..20),
+                keys in prop::collection::vec(0u8..3, 1..20),
+                blocks in prop::collection::vec(any::<bool>(), 1..20),
+            ) {
+                let now = Utc::now();
+                let ops: Vec<Op> = targets.iter().zip(keys.iter().cycle()).zip(blocks.iter().cycle()).map(|((t, k), b)| Op {
+                    target: *t,
+                    key: format!("k{k}"),
+                    intent: if *b { Intent::Block { expires_at: now + chrono::Duration::hours(1) } } else { Intent::Release },
+                    meta: ClaimMeta::default(),
+                    group: 0,
+                }).collect();
+                let first = plan(&ops, &HashMap::new(), now, None);
+                let state: HashMap<Target, Claims> = first.claims.clone().into_iter().collect();
+                let second = plan(&ops, &state, now, None);
+                prop_assert!(second.add.is_empty(), "re-plan added {:?}", second.add);
+                prop_assert!(second.remove.is_empty(), "re-plan removed {:?}", second.remove);
+                prop_assert_eq!(second.claims, first.claims);
+            }
+        }
     }
 }

@@ -25,6 +25,9 @@ mod firewall;
 /// Handler binary + Azurite + agent + nftables: from an HTTP POST to a dropped packet.
 mod e2e;
 
+/// Applying the same batch twice gives the same state (dry-run and nftables).
+mod properties;
+
 /// The backend contract every backend passes (`contract::run` with a `Device` probe); dry-run here.
 mod contract;
 

@@ -217,4 +217,37 @@ mod tests {
         // After an external flush nothing is blocked.
         assert!(m.reconcile_with_kernel([]).is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::{IpAddr, Ipv4Addr};
+
+        proptest! {
+            /// The cover has no overlapping networks (so nft accepts it) and still covers every wanted one.
+            #[test]
+            fn the_cover_is_disjoint_and_covers_everything(
+                nets in prop::collection::vec((0u32..4096, 20u8..=30), 0..40),
+            ) {
+                let e = Utc::now();
+                let wanted: BTreeMap<Target, DateTime<Utc>> = nets
+                    .into_iter()
+                    .map(|(a, len)| {
+                        let addr = Ipv4Addr::from((0xc633_6400u32 & !0xfff) | a);
+                        let net = IpNet::new(IpAddr::V4(addr), len).unwrap().trunc();
+                        (Target::from_net(net).unwrap(), e)
+                    })
+                    .collect();
+                let c: Vec<Target> = cover(&wanted).into_keys().collect();
+                for (i, a) in c.iter().enumerate() {
+                    for b in &c[i + 1..] {
+                        prop_assert!(!a.overlaps(&b.net()), "{} overlaps {}", a, b);
+                    }
+                }
+                for w in wanted.keys() {
+                    prop_assert!(c.iter().any(|x| x.contains(w)), "{} is not covered", w);
+                }
+            }
+        }
+    }
 }
