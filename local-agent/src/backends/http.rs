@@ -9,6 +9,10 @@
 //! and [`json_body`] and decide what a status code means for their API (a 401 means "log in again" on UniFi
 //! but "wrong key" on OPNsense).
 //!
+//! The table keys every appliance shares ([`RawConnection`]: CA file, fingerprint, `insecure_skip_verify`,
+//! timeout) are declared and checked here once, with [`refuse_unknown`] standing in for
+//! `deny_unknown_fields`, which does not work with `flatten`.
+//!
 //! It also holds [`Staged`], the batch every appliance backend collects between two commits, so
 //! `stage_add` / `stage_remove` normalise the same way everywhere.
 
@@ -27,6 +31,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -367,6 +372,59 @@ fn tls_config(trust: &TlsTrust) -> Result<Option<rustls::ClientConfig>, BackendE
             .with_no_client_auth(),
     };
     Ok(Some(config))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The shared config keys
+// ---------------------------------------------------------------------------------------------------------
+
+/// The trust and time-limit keys every appliance table has, flattened (`#[serde(flatten)]`) into each
+/// vendor's raw config. `url` stays in the vendor's struct, whose doc says where that vendor's API lives.
+#[derive(Debug, Deserialize)]
+pub struct RawConnection {
+    /// PEM file with the CA (or the CA certificate itself) that signed the appliance's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the appliance's own certificate (`sha256:AB:CD:…`); the usual choice for the
+    /// self-signed certificates appliances ship with.
+    pub fingerprint: Option<String>,
+    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Time limit for each HTTP request ("15s"; on pfSense "30s", because an apply reloads the filter).
+    pub timeout: Option<Span>,
+}
+
+impl RawConnection {
+    /// Checks these keys together with the table's `url`; `default_timeout` applies when `timeout` is not
+    /// set (`None`: [`DEFAULT_TIMEOUT`]).
+    pub fn endpoint(
+        self,
+        table: &str,
+        url: &str,
+        default_timeout: Option<Span>,
+    ) -> Result<Endpoint, ConfigError> {
+        Endpoint::parse(
+            table,
+            url,
+            self.ca_file,
+            self.fingerprint.as_deref(),
+            self.insecure_skip_verify,
+            self.timeout.or(default_timeout),
+        )
+    }
+}
+
+/// The keys of an appliance table that no field takes. serde's `deny_unknown_fields` does not work together
+/// with `flatten`, so each vendor's raw config collects them here (declared after its flattened
+/// [`RawConnection`], which takes its own keys first) and refuses them with [`refuse_unknown`].
+pub type UnknownKeys = BTreeMap<String, serde::de::IgnoredAny>;
+
+/// Refuses the first unknown key of `table` by name, as `deny_unknown_fields` would.
+pub fn refuse_unknown(table: &str, unknown: &UnknownKeys) -> Result<(), ConfigError> {
+    match unknown.keys().next() {
+        Some(key) => Err(ConfigError::new(table, format!("unknown field `{key}`"))),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, SecretSource};
+use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
 use crate::config::ConfigError;
-use crate::span::Span;
 
 /// The table's dotted name, for error messages.
 pub const TABLE: &str = "firewall.mikrotik";
@@ -14,8 +13,9 @@ pub const TABLE: &str = "firewall.mikrotik";
 pub const PASSWORD_ENV: &str = "PORTCULLIS_MIKROTIK_PASSWORD";
 
 /// The `[firewall.mikrotik]` table as written.
+///
+/// Unknown keys are refused by name in `from_raw` (`deny_unknown_fields` does not work with `flatten`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawMikrotikConfig {
     /// Router base URL with the `www-ssl` service (`https://192.168.88.1`); the REST API is below `/rest`.
     pub url: String,
@@ -31,15 +31,13 @@ pub struct RawMikrotikConfig {
     /// Comment that tags the agent's entries; entries without it are never changed or removed.
     #[serde(default = "default_comment")]
     pub comment: String,
-    /// PEM file with the CA that signed the router's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// SHA-256 fingerprint of the router's certificate (`sha256:AB:CD:…`), for a self-signed certificate.
-    pub fingerprint: Option<String>,
-    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// Time limit for each HTTP request ("15s").
-    pub timeout: Option<Span>,
+    /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
+    /// `timeout` (see [`RawConnection`]).
+    #[serde(flatten)]
+    pub connection: RawConnection,
+    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 fn default_list() -> String {
@@ -83,15 +81,9 @@ fn plain(key: &str, value: &str) -> Result<String, ConfigError> {
 impl MikrotikConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawMikrotikConfig) -> Result<Self, ConfigError> {
+        refuse_unknown(TABLE, &raw.unknown)?;
         Ok(Self {
-            endpoint: Endpoint::parse(
-                TABLE,
-                &raw.url,
-                raw.ca_file,
-                raw.fingerprint.as_deref(),
-                raw.insecure_skip_verify,
-                raw.timeout,
-            )?,
+            endpoint: raw.connection.endpoint(TABLE, &raw.url, None)?,
             username: plain("username", &raw.username)?,
             password: SecretSource::new(
                 TABLE,

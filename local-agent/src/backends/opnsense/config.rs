@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, SecretSource};
+use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
 use crate::config::ConfigError;
-use crate::span::Span;
 
 /// The table's dotted name, for error messages.
 pub const TABLE: &str = "firewall.opnsense";
@@ -16,8 +15,9 @@ pub const API_KEY_ENV: &str = "PORTCULLIS_OPNSENSE_API_KEY";
 pub const API_SECRET_ENV: &str = "PORTCULLIS_OPNSENSE_API_SECRET";
 
 /// The `[firewall.opnsense]` table as written.
+///
+/// Unknown keys are refused by name in `from_raw` (`deny_unknown_fields` does not work with `flatten`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawOpnsenseConfig {
     /// Web GUI base URL (`https://192.168.1.1`); the API is below `/api`.
     pub url: String,
@@ -37,15 +37,13 @@ pub struct RawOpnsenseConfig {
     /// blocks its sources is always a manual step.
     #[serde(default)]
     pub create_alias: bool,
-    /// PEM file with the CA that signed the web GUI certificate.
-    pub ca_file: Option<PathBuf>,
-    /// SHA-256 fingerprint of the web GUI certificate (`sha256:AB:CD:…`), for the self-signed default.
-    pub fingerprint: Option<String>,
-    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// Time limit for each HTTP request ("15s").
-    pub timeout: Option<Span>,
+    /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
+    /// `timeout` (see [`RawConnection`]).
+    #[serde(flatten)]
+    pub connection: RawConnection,
+    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 fn default_alias() -> String {
@@ -70,6 +68,7 @@ pub struct OpnsenseConfig {
 impl OpnsenseConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawOpnsenseConfig) -> Result<Self, ConfigError> {
+        refuse_unknown(TABLE, &raw.unknown)?;
         let alias = raw.alias.trim().to_owned();
         // OPNsense alias names: letters, digits and underscores, at most 32 characters.
         if alias.is_empty()
@@ -85,14 +84,7 @@ impl OpnsenseConfig {
             ));
         }
         Ok(Self {
-            endpoint: Endpoint::parse(
-                TABLE,
-                &raw.url,
-                raw.ca_file,
-                raw.fingerprint.as_deref(),
-                raw.insecure_skip_verify,
-                raw.timeout,
-            )?,
+            endpoint: raw.connection.endpoint(TABLE, &raw.url, None)?,
             api_key: SecretSource::new(
                 TABLE,
                 "api_key",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, SecretSource};
+use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -17,8 +17,9 @@ pub const API_KEY_ENV: &str = "PORTCULLIS_PFSENSE_API_KEY";
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(5);
 
 /// The `[firewall.pfsense]` table as written.
+///
+/// Unknown keys are refused by name in `from_raw` (`deny_unknown_fields` does not work with `flatten`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPfsenseConfig {
     /// Web GUI base URL (`https://192.168.1.1`) with the REST API package (pfrest v2) installed.
     pub url: String,
@@ -37,15 +38,13 @@ pub struct RawPfsenseConfig {
     /// How long the agent keeps collecting messages before one commit ("5s"); each commit reloads the
     /// filter.
     pub batch_window: Option<Span>,
-    /// PEM file with the CA that signed the web GUI certificate.
-    pub ca_file: Option<PathBuf>,
-    /// SHA-256 fingerprint of the web GUI certificate (`sha256:AB:CD:…`), for the self-signed default.
-    pub fingerprint: Option<String>,
-    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// Time limit for each HTTP request ("30s": an apply reloads the filter).
-    pub timeout: Option<Span>,
+    /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
+    /// `timeout` (see [`RawConnection`]).
+    #[serde(flatten)]
+    pub connection: RawConnection,
+    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 fn default_alias() -> String {
@@ -70,6 +69,7 @@ pub struct PfsenseConfig {
 impl PfsenseConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawPfsenseConfig) -> Result<Self, ConfigError> {
+        refuse_unknown(TABLE, &raw.unknown)?;
         let alias = raw.alias.trim().to_owned();
         // pfSense alias names: letters, digits and underscores, at most 31 characters.
         if alias.is_empty()
@@ -85,14 +85,9 @@ impl PfsenseConfig {
             ));
         }
         Ok(Self {
-            endpoint: Endpoint::parse(
-                TABLE,
-                &raw.url,
-                raw.ca_file,
-                raw.fingerprint.as_deref(),
-                raw.insecure_skip_verify,
-                Some(raw.timeout.unwrap_or(Span::secs(30))),
-            )?,
+            endpoint: raw
+                .connection
+                .endpoint(TABLE, &raw.url, Some(Span::secs(30)))?,
             api_key: SecretSource::new(
                 TABLE,
                 "api_key",

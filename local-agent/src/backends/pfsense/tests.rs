@@ -26,3 +26,22 @@ fn unknown_keys_are_refused_by_name() {
     .unwrap_err();
     assert!(err.message.contains("apply"), "{err}");
 }
+
+#[test]
+fn the_shared_connection_keys_pass_through_the_flattened_table() {
+    let config = validate(Some(
+        toml::from_str(&format!("{EXAMPLE}\ntimeout = \"20s\"\n")).unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(config.endpoint.timeout, Duration::from_secs(20));
+    let err = validate(Some(
+        toml::from_str(&format!("{EXAMPLE}\ntimeout = \"soon\"\n")).unwrap(),
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "firewall.pfsense", "{err}");
+    let err = validate(Some(
+        toml::from_str(&format!("{EXAMPLE}\nfingerprnt = \"x\"\n")).unwrap(),
+    ))
+    .unwrap_err();
+    assert!(err.message.contains("unknown field `fingerprnt`"), "{err}");
+}

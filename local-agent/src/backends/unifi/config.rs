@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, SecretSource};
+use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -18,8 +18,8 @@ pub const PASSWORD_ENV: &str = "PORTCULLIS_UNIFI_PASSWORD";
 pub const API_KEY_ENV: &str = "PORTCULLIS_UNIFI_API_KEY";
 
 /// The `[firewall.unifi]` table as written. Keys are fixed: packaging and tests depend on them.
+/// Unknown keys are refused by name in `from_raw` (`deny_unknown_fields` does not work with `flatten`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawUnifiConfig {
     /// Console or controller base URL (`https://192.168.1.1`, `https://controller:8443`); the login style
     /// (UniFi OS or classic controller) is detected from it.
@@ -42,14 +42,6 @@ pub struct RawUnifiConfig {
     /// Prefix of the groups the agent owns: `<group_name>-v4-0`, `-v4-1`, … and `<group_name>-v6-0`, ….
     #[serde(default = "default_group_name")]
     pub group_name: String,
-    /// PEM file with the CA (or the CA certificate itself) that signed the console's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// SHA-256 fingerprint of the console's own certificate (`sha256:AB:CD:…`); the usual choice for the
-    /// self-signed certificates consoles ship with.
-    pub fingerprint: Option<String>,
-    /// Skip certificate verification entirely. Never in production; logged as a warning at every start.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
     /// Create missing groups (the first of each family at start, further shards when one is full). The
     /// firewall rule or zone policy that drops traffic from them is always a manual step.
     #[serde(default)]
@@ -61,8 +53,13 @@ pub struct RawUnifiConfig {
     pub min_write_interval: Option<Span>,
     /// How long the agent keeps collecting messages before one commit ("5s").
     pub batch_window: Option<Span>,
-    /// Time limit for each HTTP request ("15s").
-    pub timeout: Option<Span>,
+    /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
+    /// `timeout` (see [`RawConnection`]).
+    #[serde(flatten)]
+    pub connection: RawConnection,
+    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 fn default_site() -> String {
@@ -124,14 +121,8 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
 impl UnifiConfig {
     /// Checks the raw keys; no I/O (secrets are read in `build`).
     pub fn from_raw(raw: RawUnifiConfig) -> Result<Self, ConfigError> {
-        let endpoint = Endpoint::parse(
-            TABLE,
-            &raw.url,
-            raw.ca_file,
-            raw.fingerprint.as_deref(),
-            raw.insecure_skip_verify,
-            raw.timeout,
-        )?;
+        refuse_unknown(TABLE, &raw.unknown)?;
+        let endpoint = raw.connection.endpoint(TABLE, &raw.url, None)?;
         let key_given = raw.api_key.is_some() || raw.api_key_file.is_some();
         let password_given = raw.password.is_some() || raw.password_file.is_some();
         let auth = match raw.username {
