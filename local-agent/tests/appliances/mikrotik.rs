@@ -10,7 +10,6 @@
 //! with their prefix length (`2001:db8::7/128`); `/rest/system/resource` carries `version`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -23,7 +22,7 @@ use portcullis_agent::backends::{Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
-use super::server::{self, entry, injected, json, Counters, Faults, Request, Running};
+use super::server::{self, entry, json, Counters, Faults, Request, Running};
 use crate::contract::{self, Device, Options};
 
 pub const USER: &str = "portcullis";
@@ -132,13 +131,8 @@ impl FakeRouter {
                 &json!({"error": 401, "message": "Unauthorized"}),
             );
         }
-        if let Some(fault) = injected(&self.faults, req.is_write()) {
-            return fault;
-        }
-        if req.is_write() {
-            self.counters.write(req.body.len());
-        } else {
-            self.counters.other.fetch_add(1, Ordering::SeqCst);
+        if let Some(answer) = server::admit(&self.faults, &self.counters, req, req.is_write()) {
+            return answer;
         }
         let now = Utc::now();
         let segments = req.segments();
@@ -289,8 +283,7 @@ impl Device for FakeRouter {
     }
 
     async fn fail_writes(&self, n: usize) -> bool {
-        self.faults.fail_writes.store(n, Ordering::SeqCst);
-        true
+        self.faults.fail_next_writes(n)
     }
 }
 

@@ -21,7 +21,7 @@ use portcullis_agent::backends::{opnsense, Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
-use super::server::{self, add, injected, json, Counters, Faults, Request, Running};
+use super::server::{self, add, json, Counters, Faults, Request, Running};
 use crate::contract::{self, Device, Options};
 
 pub const KEY: &str = "w86XNZob/8Oq8aC5r0kbNarNtdpoQU781fyoeaOBQsBwkXUt";
@@ -97,13 +97,8 @@ impl FakeOpnsense {
             segments.as_slice(),
             ["api", "firewall", "alias", "addItem" | "reconfigure"]
         );
-        if let Some(fault) = injected(&self.faults, write) {
-            return fault;
-        }
-        if write {
-            self.counters.write(req.body.len());
-        } else {
-            self.counters.other.fetch_add(1, Ordering::SeqCst);
+        if let Some(answer) = server::admit(&self.faults, &self.counters, req, write) {
+            return answer;
         }
         let mut aliases = self.aliases.lock().unwrap();
         match (req.method.clone(), segments.as_slice()) {
@@ -208,10 +203,7 @@ impl FakeOpnsense {
 #[async_trait]
 impl Device for FakeOpnsense {
     async fn entries(&self, _backend: &mut dyn Backend) -> BTreeSet<Target> {
-        self.table("portcullis")
-            .iter()
-            .map(|t| Target::parse(t).unwrap())
-            .collect()
+        server::targets(self.table("portcullis"))
     }
 
     async fn lose(&self, targets: &[Target]) -> bool {
@@ -225,8 +217,7 @@ impl Device for FakeOpnsense {
     }
 
     async fn fail_writes(&self, n: usize) -> bool {
-        self.faults.fail_writes.store(n, Ordering::SeqCst);
-        true
+        self.faults.fail_next_writes(n)
     }
 }
 

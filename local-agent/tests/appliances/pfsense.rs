@@ -21,7 +21,7 @@ use portcullis_agent::backends::{pfsense, Backend, BackendError};
 use queue_message::Target;
 use serde_json::{json, Value};
 
-use super::server::{self, add, injected, json, Counters, Faults, Request, Running};
+use super::server::{self, add, json, Counters, Faults, Request, Running};
 use crate::contract::{self, Device, Options};
 
 pub const KEY: &str = "4c7d2e1f0a9b8c7d6e5f4a3b2c1d0e9f";
@@ -115,13 +115,8 @@ impl FakePfsense {
                 json!([]),
             );
         }
-        if let Some(fault) = injected(&self.faults, req.is_write()) {
-            return fault;
-        }
-        if req.is_write() {
-            self.counters.write(req.body.len());
-        } else {
-            self.counters.other.fetch_add(1, Ordering::SeqCst);
+        if let Some(answer) = server::admit(&self.faults, &self.counters, req, req.is_write()) {
+            return answer;
         }
         let mut state = self.state.lock().unwrap();
         match (req.method.clone(), req.path.as_str()) {
@@ -247,10 +242,7 @@ impl FakePfsense {
 #[async_trait]
 impl Device for FakePfsense {
     async fn entries(&self, _backend: &mut dyn Backend) -> BTreeSet<Target> {
-        self.live()
-            .iter()
-            .map(|t| Target::parse(t).unwrap())
-            .collect()
+        server::targets(self.live())
     }
 
     async fn lose(&self, targets: &[Target]) -> bool {
@@ -265,8 +257,7 @@ impl Device for FakePfsense {
     }
 
     async fn fail_writes(&self, n: usize) -> bool {
-        self.faults.fail_writes.store(n, Ordering::SeqCst);
-        true
+        self.faults.fail_next_writes(n)
     }
 }
 

@@ -2,8 +2,10 @@
 //! (tokio-rustls behind axum's `Listener`), one fallback handler that routes by hand so unknown paths are
 //! real 404s, write counters, and faults: failing writes, an HTML login page instead of JSON, 404 after a
 //! "firmware update", cut-off bodies. Also the few test steps every vendor's tests share: starting a fake
-//! ([`start`]), checking HTTP Basic credentials, and staging a block ([`entry`], [`add`]).
+//! ([`start`]), faults and counting before routing ([`admit`]), checking HTTP Basic credentials, reading a
+//! fake's entries ([`targets`]) and staging a block ([`entry`], [`add`]).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -99,6 +101,14 @@ pub struct Faults {
     pub not_found: AtomicBool,
     /// Reads answer a JSON body cut off in the middle.
     pub truncated: AtomicBool,
+}
+
+impl Faults {
+    /// Makes the next `n` writes answer 503; the fakes' `Device::fail_writes`.
+    pub fn fail_next_writes(&self, n: usize) -> bool {
+        self.fail_writes.store(n, Ordering::SeqCst);
+        true
+    }
 }
 
 /// What a fake counts.
@@ -215,6 +225,20 @@ pub fn injected(faults: &Faults, write: bool) -> Option<Response> {
     None
 }
 
+/// What a fake does with every API request before routing it: answer with an injected fault (see
+/// [`injected`]), or count it and let it through (`None`). `write` says whether it changes the device.
+pub fn admit(faults: &Faults, counters: &Counters, req: &Request, write: bool) -> Option<Response> {
+    if let Some(fault) = injected(faults, write) {
+        return Some(fault);
+    }
+    if write {
+        counters.write(req.body.len());
+    } else {
+        counters.other.fetch_add(1, Ordering::SeqCst);
+    }
+    None
+}
+
 /// Cuts a JSON answer in half when the `truncated` fault is on.
 pub fn maybe_truncate(faults: &Faults, response: Response) -> Response {
     if !faults.truncated.load(Ordering::SeqCst) {
@@ -303,6 +327,14 @@ where
         async move { handle(&fake, &req) }
     })
     .await
+}
+
+/// The targets a fake holds as text (every one must parse).
+pub fn targets<T: AsRef<str>>(texts: impl IntoIterator<Item = T>) -> BTreeSet<Target> {
+    texts
+        .into_iter()
+        .map(|t| Target::parse(t.as_ref()).unwrap())
+        .collect()
 }
 
 /// A block of `text` until `expires_at`.

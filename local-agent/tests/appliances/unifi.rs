@@ -614,8 +614,7 @@ impl Device for FakeUnifi {
     }
 
     async fn fail_writes(&self, n: usize) -> bool {
-        self.faults.fail_writes.store(n, Ordering::SeqCst);
-        true
+        self.faults.fail_next_writes(n)
     }
 }
 
