@@ -26,6 +26,35 @@ use crate::{expire, telemetry};
 
 /// Portcullis agent: enforces Sentinel-driven block messages from an Azure Storage Queue on this host's
 /// firewall.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_claims_are_shortened_for_tables() {
+        assert_eq!(short_claim("manual"), "manual");
+        assert_eq!(short_claim("sentinel-alert:abc"), "sentinel-alert:abc");
+        assert_eq!(
+            short_claim("sentinel-incident:/subscriptions/0000/resourceGroups/rg/providers/x/Incidents/5d0c3d6e"),
+            "sentinel-incident:…/5d0c3d6e"
+        );
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["portcullis-agent", "block", "198.51.100.7", "--for", "2h"])
+            .unwrap();
+        assert!(
+            matches!(cli.command, Command::Block { duration: Some(d), .. } if d == Span::secs(7200))
+        );
+        assert!(
+            Cli::try_parse_from(["portcullis-agent", "block", "x", "--for", "2 parsecs"]).is_err()
+        );
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "portcullis-agent", version, about, long_about = None)]
 pub struct Cli {
@@ -165,6 +194,18 @@ fn ago(t: DateTime<Utc>) -> String {
     }
 }
 
+/// A claim key short enough for a table: `sentinel-incident:/subscriptions/…/Incidents/<guid>` becomes
+/// `sentinel-incident:…/<guid>`.
+fn short_claim(claim: &str) -> String {
+    match claim.split_once(':') {
+        Some((kind, id)) if id.len() > 40 => {
+            let last = id.rsplit('/').find(|s| !s.is_empty()).unwrap_or(id);
+            format!("{kind}:…/{last}")
+        }
+        _ => claim.to_owned(),
+    }
+}
+
 fn opt(t: Option<DateTime<Utc>>) -> String {
     t.map(ago).unwrap_or_else(|| "never".to_owned())
 }
@@ -191,10 +232,20 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             report
         }
     };
+    let unhealthy = !report.problems.is_empty();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+    } else {
+        print_status(&report);
     }
+    if unhealthy {
+        // Non-zero, so `status` works as a container health check.
+        bail!("the agent reports problems: {}", report.problems.join("; "));
+    }
+    Ok(())
+}
+
+fn print_status(report: &StatusReport) {
     println!(
         "agent:          {}",
         if report.running {
@@ -241,7 +292,6 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     for p in &report.problems {
         println!("PROBLEM:        {p}");
     }
-    Ok(())
 }
 
 fn list(config: &Config, json: bool) -> anyhow::Result<()> {
@@ -282,7 +332,10 @@ fn list(config: &Config, json: bool) -> anyhow::Result<()> {
             if let Some(url) = &c.url {
                 why.push_str(&format!(" <{url}>"));
             }
-            println!("{target:<40} {expires:<34} {:<28} {why}", c.claim);
+            println!(
+                "{target:<40} {expires:<34} {:<28} {why}",
+                short_claim(&c.claim)
+            );
         }
         if b.claims.is_empty() {
             println!("{:<40} {:<34}", b.target, ago(b.expires_at));
@@ -440,9 +493,10 @@ fn audit(
             continue;
         }
         let mut line = format!("{} {:<10}", e.at.format("%Y-%m-%dT%H:%M:%SZ"), e.event);
+        let claim = e.claim.as_deref().map(short_claim);
         for (label, value) in [
             ("", &e.target),
-            ("claim=", &e.claim),
+            ("claim=", &claim),
             ("msg=", &e.message_id),
             ("qmsg=", &e.queue_message_id),
         ] {
