@@ -26,35 +26,6 @@ use crate::{expire, telemetry};
 
 /// Portcullis agent: enforces Sentinel-driven block messages from an Azure Storage Queue on this host's
 /// firewall.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_claims_are_shortened_for_tables() {
-        assert_eq!(short_claim("manual"), "manual");
-        assert_eq!(short_claim("sentinel-alert:abc"), "sentinel-alert:abc");
-        assert_eq!(
-            short_claim("sentinel-incident:/subscriptions/0000/resourceGroups/rg/providers/x/Incidents/5d0c3d6e"),
-            "sentinel-incident:…/5d0c3d6e"
-        );
-    }
-
-    #[test]
-    fn the_command_line_parses() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["portcullis-agent", "block", "198.51.100.7", "--for", "2h"])
-            .unwrap();
-        assert!(
-            matches!(cli.command, Command::Block { duration: Some(d), .. } if d == Span::secs(7200))
-        );
-        assert!(
-            Cli::try_parse_from(["portcullis-agent", "block", "x", "--for", "2 parsecs"]).is_err()
-        );
-    }
-}
-
 #[derive(Debug, Parser)]
 #[command(name = "portcullis-agent", version, about, long_about = None)]
 pub struct Cli {
@@ -687,5 +658,34 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
             c.passed, c.warnings
         );
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_claims_are_shortened_for_tables() {
+        assert_eq!(short_claim("manual"), "manual");
+        assert_eq!(short_claim("sentinel-alert:abc"), "sentinel-alert:abc");
+        assert_eq!(
+            short_claim("sentinel-incident:/subscriptions/0000/resourceGroups/rg/providers/x/Incidents/5d0c3d6e"),
+            "sentinel-incident:…/5d0c3d6e"
+        );
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["portcullis-agent", "block", "198.51.100.7", "--for", "2h"])
+            .unwrap();
+        assert!(
+            matches!(cli.command, Command::Block { duration: Some(d), .. } if d == Span::secs(7200))
+        );
+        assert!(
+            Cli::try_parse_from(["portcullis-agent", "block", "x", "--for", "2 parsecs"]).is_err()
+        );
     }
 }
