@@ -10,7 +10,7 @@
 //! but "wrong key" on OPNsense).
 //!
 //! The table keys every appliance shares ([`RawConnection`]: CA file, fingerprint, `insecure_skip_verify`,
-//! timeout) are declared and checked here once, with [`refuse_unknown`] standing in for
+//! timeout) are declared and checked here once, with [`RawConnection::refuse_unknown`] standing in for
 //! `deny_unknown_fields`, which does not work with `flatten`.
 //!
 //! It also holds [`Staged`], the batch every appliance backend collects between two commits, so
@@ -379,7 +379,8 @@ fn tls_config(trust: &TlsTrust) -> Result<Option<rustls::ClientConfig>, BackendE
 // ---------------------------------------------------------------------------------------------------------
 
 /// The trust and time-limit keys every appliance table has, flattened (`#[serde(flatten)]`) into each
-/// vendor's raw config. `url` stays in the vendor's struct, whose doc says where that vendor's API lives.
+/// vendor's raw config, and the keys nobody takes. `url` stays in the vendor's struct, whose doc says where
+/// that vendor's API lives.
 #[derive(Debug, Deserialize)]
 pub struct RawConnection {
     /// PEM file with the CA (or the CA certificate itself) that signed the appliance's certificate.
@@ -392,9 +393,22 @@ pub struct RawConnection {
     pub insecure_skip_verify: bool,
     /// Time limit for each HTTP request ("15s"; on pfSense "30s", because an apply reloads the filter).
     pub timeout: Option<Span>,
+    /// Every other key of the table (the vendor's own fields have taken theirs before this struct sees
+    /// the rest); refused by [`RawConnection::refuse_unknown`].
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 impl RawConnection {
+    /// Refuses the first unknown key of `table` by name, as `deny_unknown_fields` would: call it before
+    /// any other check, so a typo is reported as such.
+    pub fn refuse_unknown(&self, table: &str) -> Result<(), ConfigError> {
+        match self.unknown.keys().next() {
+            Some(key) => Err(ConfigError::new(table, format!("unknown field `{key}`"))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks these keys together with the table's `url`; `default_timeout` applies when `timeout` is not
     /// set (`None`: [`DEFAULT_TIMEOUT`]).
     pub fn endpoint(
@@ -415,17 +429,8 @@ impl RawConnection {
 }
 
 /// The keys of an appliance table that no field takes. serde's `deny_unknown_fields` does not work together
-/// with `flatten`, so each vendor's raw config collects them here (declared after its flattened
-/// [`RawConnection`], which takes its own keys first) and refuses them with [`refuse_unknown`].
+/// with `flatten`, so [`RawConnection`] collects them here and refuses them itself.
 pub type UnknownKeys = BTreeMap<String, serde::de::IgnoredAny>;
-
-/// Refuses the first unknown key of `table` by name, as `deny_unknown_fields` would.
-pub fn refuse_unknown(table: &str, unknown: &UnknownKeys) -> Result<(), ConfigError> {
-    match unknown.keys().next() {
-        Some(key) => Err(ConfigError::new(table, format!("unknown field `{key}`"))),
-        None => Ok(()),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // The client

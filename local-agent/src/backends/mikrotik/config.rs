@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
+use crate::backends::http::{Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 
 /// The table's dotted name, for error messages.
@@ -32,12 +32,9 @@ pub struct RawMikrotikConfig {
     #[serde(default = "default_comment")]
     pub comment: String,
     /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
-    /// `timeout` (see [`RawConnection`]).
+    /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
-    #[serde(flatten)]
-    pub unknown: UnknownKeys,
 }
 
 fn default_list() -> String {
@@ -81,7 +78,7 @@ fn plain(key: &str, value: &str) -> Result<String, ConfigError> {
 impl MikrotikConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawMikrotikConfig) -> Result<Self, ConfigError> {
-        refuse_unknown(TABLE, &raw.unknown)?;
+        raw.connection.refuse_unknown(TABLE)?;
         Ok(Self {
             endpoint: raw.connection.endpoint(TABLE, &raw.url, None)?,
             username: plain("username", &raw.username)?,

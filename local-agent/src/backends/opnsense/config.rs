@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
+use crate::backends::http::{Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 
 /// The table's dotted name, for error messages.
@@ -38,12 +38,9 @@ pub struct RawOpnsenseConfig {
     #[serde(default)]
     pub create_alias: bool,
     /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
-    /// `timeout` (see [`RawConnection`]).
+    /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
-    #[serde(flatten)]
-    pub unknown: UnknownKeys,
 }
 
 fn default_alias() -> String {
@@ -68,7 +65,7 @@ pub struct OpnsenseConfig {
 impl OpnsenseConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawOpnsenseConfig) -> Result<Self, ConfigError> {
-        refuse_unknown(TABLE, &raw.unknown)?;
+        raw.connection.refuse_unknown(TABLE)?;
         let alias = raw.alias.trim().to_owned();
         // OPNsense alias names: letters, digits and underscores, at most 32 characters.
         if alias.is_empty()

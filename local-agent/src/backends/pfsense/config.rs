@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
+use crate::backends::http::{Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -39,12 +39,9 @@ pub struct RawPfsenseConfig {
     /// filter.
     pub batch_window: Option<Span>,
     /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
-    /// `timeout` (see [`RawConnection`]).
+    /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
-    #[serde(flatten)]
-    pub unknown: UnknownKeys,
 }
 
 fn default_alias() -> String {
@@ -69,7 +66,7 @@ pub struct PfsenseConfig {
 impl PfsenseConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawPfsenseConfig) -> Result<Self, ConfigError> {
-        refuse_unknown(TABLE, &raw.unknown)?;
+        raw.connection.refuse_unknown(TABLE)?;
         let alias = raw.alias.trim().to_owned();
         // pfSense alias names: letters, digits and underscores, at most 31 characters.
         if alias.is_empty()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backends::http::{refuse_unknown, Endpoint, RawConnection, SecretSource, UnknownKeys};
+use crate::backends::http::{Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -54,12 +54,9 @@ pub struct RawUnifiConfig {
     /// How long the agent keeps collecting messages before one commit ("5s").
     pub batch_window: Option<Span>,
     /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
-    /// `timeout` (see [`RawConnection`]).
+    /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-    /// Every other key, refused by name in `from_raw` (after `connection` has taken its own).
-    #[serde(flatten)]
-    pub unknown: UnknownKeys,
 }
 
 fn default_site() -> String {
@@ -121,7 +118,7 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
 impl UnifiConfig {
     /// Checks the raw keys; no I/O (secrets are read in `build`).
     pub fn from_raw(raw: RawUnifiConfig) -> Result<Self, ConfigError> {
-        refuse_unknown(TABLE, &raw.unknown)?;
+        raw.connection.refuse_unknown(TABLE)?;
         let endpoint = raw.connection.endpoint(TABLE, &raw.url, None)?;
         let key_given = raw.api_key.is_some() || raw.api_key_file.is_some();
         let password_given = raw.password.is_some() || raw.password_file.is_some();
