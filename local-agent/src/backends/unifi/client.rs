@@ -131,6 +131,70 @@ fn parse_members(
     (members, foreign)
 }
 
+/// How one API spells an address list: the two APIs store the same thing under different names.
+struct Shape {
+    /// The field that says the family, and its values for IPv4 and IPv6 (any other: not an address list).
+    family_key: &'static str,
+    v4: &'static str,
+    v6: &'static str,
+    /// The id field.
+    id_key: &'static str,
+    /// The members array.
+    members_key: &'static str,
+    /// A member's address text, `None` for a member the agent cannot read.
+    member_text: fn(&Value) -> Option<String>,
+}
+
+/// A firewall group (`rest/firewallgroup`): `group_type`, `_id`, `group_members` of plain strings.
+const GROUP_SHAPE: Shape = Shape {
+    family_key: "group_type",
+    v4: "address-group",
+    v6: "ipv6-address-group",
+    id_key: "_id",
+    members_key: "group_members",
+    member_text: |v| v.as_str().map(str::to_owned),
+};
+
+/// A traffic matching list (integration API): `type`, `id`, `items` of `{type, value}` objects.
+const LIST_SHAPE: Shape = Shape {
+    family_key: "type",
+    v4: "IPV4_ADDRESSES",
+    v6: "IPV6_ADDRESSES",
+    id_key: "id",
+    members_key: "items",
+    member_text: |item| match item.get("type").and_then(Value::as_str) {
+        Some("IP_ADDRESS" | "SUBNET") => {
+            item.get("value").and_then(Value::as_str).map(str::to_owned)
+        }
+        _ => None,
+    },
+};
+
+/// Reads an address list of either API; `None` for an object that is not one.
+fn remote_group(value: Value, shape: &Shape) -> Option<RemoteGroup> {
+    let family = match value.get(shape.family_key)?.as_str()? {
+        kind if kind == shape.v4 => Family::V4,
+        kind if kind == shape.v6 => Family::V6,
+        _ => return None,
+    };
+    let id = value.get(shape.id_key)?.as_str()?.to_owned();
+    let name = value.get("name")?.as_str()?.to_owned();
+    let list = value
+        .get(shape.members_key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (members, foreign) = parse_members(list, shape.member_text, family);
+    Some(RemoteGroup {
+        id,
+        name,
+        family,
+        members,
+        foreign,
+        raw: value,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Cookie login: classic controller and UniFi OS
 // ---------------------------------------------------------------------------------------------------------
@@ -446,27 +510,7 @@ impl LoginApi {
     }
 
     fn group_from(value: Value) -> Option<RemoteGroup> {
-        let family = match value.get("group_type")?.as_str()? {
-            "address-group" => Family::V4,
-            "ipv6-address-group" => Family::V6,
-            _ => return None,
-        };
-        let id = value.get("_id")?.as_str()?.to_owned();
-        let name = value.get("name")?.as_str()?.to_owned();
-        let list = value
-            .get("group_members")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let (members, foreign) = parse_members(list, |v| v.as_str().map(str::to_owned), family);
-        Some(RemoteGroup {
-            id,
-            name,
-            family,
-            members,
-            foreign,
-            raw: value,
-        })
+        remote_group(value, &GROUP_SHAPE)
     }
 }
 
@@ -698,36 +742,7 @@ impl IntegrationApi {
     }
 
     fn list_from(value: Value) -> Option<RemoteGroup> {
-        let family = match value.get("type")?.as_str()? {
-            "IPV4_ADDRESSES" => Family::V4,
-            "IPV6_ADDRESSES" => Family::V6,
-            _ => return None,
-        };
-        let id = value.get("id")?.as_str()?.to_owned();
-        let name = value.get("name")?.as_str()?.to_owned();
-        let items = value
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let (members, foreign) = parse_members(
-            items,
-            |item| match item.get("type").and_then(Value::as_str) {
-                Some("IP_ADDRESS" | "SUBNET") => {
-                    item.get("value").and_then(Value::as_str).map(str::to_owned)
-                }
-                _ => None,
-            },
-            family,
-        );
-        Some(RemoteGroup {
-            id,
-            name,
-            family,
-            members,
-            foreign,
-            raw: value,
-        })
+        remote_group(value, &LIST_SHAPE)
     }
 
     fn body(name: &str, family: Family, members: &BTreeSet<Target>, foreign: &[Value]) -> Value {
