@@ -428,6 +428,33 @@ impl RawConnection {
     }
 }
 
+/// The default name of what the agent owns on every appliance (alias, address list, group prefix, comment):
+/// `portcullis`.
+pub fn default_object_name() -> String {
+    "portcullis".to_owned()
+}
+
+/// Checks a pf alias name (OPNsense and pfSense share the rule, not the limit): letters, digits and
+/// underscores, at most `max_len` characters. `vendor` names the product in the message.
+pub fn pf_alias_name(
+    table: &str,
+    raw: &str,
+    max_len: usize,
+    vendor: &str,
+) -> Result<String, ConfigError> {
+    let alias = raw.trim().to_owned();
+    if alias.is_empty()
+        || alias.len() > max_len
+        || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(ConfigError::new(
+            format!("{table}.alias"),
+            format!("{raw:?}: {vendor} alias names are up to {max_len} letters, digits and `_`"),
+        ));
+    }
+    Ok(alias)
+}
+
 /// The keys of an appliance table that no field takes. serde's `deny_unknown_fields` does not work together
 /// with `flatten`, so [`RawConnection`] collects them here and refuses them itself.
 pub type UnknownKeys = BTreeMap<String, serde::de::IgnoredAny>;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, RawConnection, SecretSource};
+use crate::backends::http::{self, Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 
 /// The table's dotted name, for error messages.
@@ -26,23 +26,15 @@ pub struct RawMikrotikConfig {
     /// File holding the password (one line).
     pub password_file: Option<PathBuf>,
     /// Address list the agent adds to (`/ip firewall address-list` and `/ipv6 firewall address-list`).
-    #[serde(default = "default_list")]
+    #[serde(default = "http::default_object_name")]
     pub list: String,
     /// Comment that tags the agent's entries; entries without it are never changed or removed.
-    #[serde(default = "default_comment")]
+    #[serde(default = "http::default_object_name")]
     pub comment: String,
     /// Certificate trust and request time limit: `ca_file`, `fingerprint`, `insecure_skip_verify`,
     /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-}
-
-fn default_list() -> String {
-    "portcullis".to_owned()
-}
-
-fn default_comment() -> String {
-    "portcullis".to_owned()
 }
 
 /// The validated `[firewall.mikrotik]` configuration.

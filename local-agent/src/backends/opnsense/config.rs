@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, RawConnection, SecretSource};
+use crate::backends::http::{self, Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 
 /// The table's dotted name, for error messages.
@@ -31,7 +31,7 @@ pub struct RawOpnsenseConfig {
     /// File holding the API secret.
     pub api_secret_file: Option<PathBuf>,
     /// Name of the "External (advanced)" alias that holds the blocks (both families).
-    #[serde(default = "default_alias")]
+    #[serde(default = "http::default_object_name")]
     pub alias: String,
     /// Create the alias at start when it does not exist (`addItem` + `reconfigure`). The firewall rule that
     /// blocks its sources is always a manual step.
@@ -41,10 +41,6 @@ pub struct RawOpnsenseConfig {
     /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-}
-
-fn default_alias() -> String {
-    "portcullis".to_owned()
 }
 
 /// The validated `[firewall.opnsense]` configuration.
@@ -66,20 +62,7 @@ impl OpnsenseConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawOpnsenseConfig) -> Result<Self, ConfigError> {
         raw.connection.refuse_unknown(TABLE)?;
-        let alias = raw.alias.trim().to_owned();
-        // OPNsense alias names: letters, digits and underscores, at most 32 characters.
-        if alias.is_empty()
-            || alias.len() > 32
-            || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(ConfigError::new(
-                format!("{TABLE}.alias"),
-                format!(
-                    "{:?}: OPNsense alias names are up to 32 letters, digits and `_`",
-                    raw.alias
-                ),
-            ));
-        }
+        let alias = http::pf_alias_name(TABLE, &raw.alias, 32, "OPNsense")?;
         Ok(Self {
             endpoint: raw.connection.endpoint(TABLE, &raw.url, None)?,
             api_key: SecretSource::new(

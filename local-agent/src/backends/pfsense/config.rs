@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, RawConnection, SecretSource};
+use crate::backends::http::{self, Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -29,7 +29,7 @@ pub struct RawPfsenseConfig {
     /// File holding the API key.
     pub api_key_file: Option<PathBuf>,
     /// Name of the network alias that holds the blocks (both families).
-    #[serde(default = "default_alias")]
+    #[serde(default = "http::default_object_name")]
     pub alias: String,
     /// Create the alias at start when it does not exist. The firewall rule that blocks its sources is
     /// always a manual step.
@@ -42,10 +42,6 @@ pub struct RawPfsenseConfig {
     /// `timeout`; and every other key, refused by name (see [`RawConnection`]).
     #[serde(flatten)]
     pub connection: RawConnection,
-}
-
-fn default_alias() -> String {
-    "portcullis".to_owned()
 }
 
 /// The validated `[firewall.pfsense]` configuration.
@@ -67,20 +63,7 @@ impl PfsenseConfig {
     /// Checks the raw keys; no I/O.
     pub fn from_raw(raw: RawPfsenseConfig) -> Result<Self, ConfigError> {
         raw.connection.refuse_unknown(TABLE)?;
-        let alias = raw.alias.trim().to_owned();
-        // pfSense alias names: letters, digits and underscores, at most 31 characters.
-        if alias.is_empty()
-            || alias.len() > 31
-            || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(ConfigError::new(
-                format!("{TABLE}.alias"),
-                format!(
-                    "{:?}: pfSense alias names are up to 31 letters, digits and `_`",
-                    raw.alias
-                ),
-            ));
-        }
+        let alias = http::pf_alias_name(TABLE, &raw.alias, 31, "pfSense")?;
         Ok(Self {
             endpoint: raw
                 .connection

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backends::http::{Endpoint, RawConnection, SecretSource};
+use crate::backends::http::{self, Endpoint, RawConnection, SecretSource};
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -40,7 +40,7 @@ pub struct RawUnifiConfig {
     /// File holding the API key (one line).
     pub api_key_file: Option<PathBuf>,
     /// Prefix of the groups the agent owns: `<group_name>-v4-0`, `-v4-1`, … and `<group_name>-v6-0`, ….
-    #[serde(default = "default_group_name")]
+    #[serde(default = "http::default_object_name")]
     pub group_name: String,
     /// Create missing groups (the first of each family at start, further shards when one is full). The
     /// firewall rule or zone policy that drops traffic from them is always a manual step.
@@ -61,10 +61,6 @@ pub struct RawUnifiConfig {
 
 fn default_site() -> String {
     "default".to_owned()
-}
-
-fn default_group_name() -> String {
-    "portcullis".to_owned()
 }
 
 fn default_max_group_size() -> usize {
