@@ -149,6 +149,8 @@ pub struct Metrics {
     pub queue_errors: Counter,
     /// Entries reconcile re-added or removed.
     pub reconcile_repairs: Counter,
+    /// Storage transactions (REST calls) made on the queue and the poison queue: what Azure bills.
+    pub queue_transactions: Gauge,
     /// Blocks in force.
     pub active_blocks: Gauge,
     /// 1 while new blocks are held back by `max_new_blocks_per_hour`.
@@ -290,6 +292,12 @@ impl Metrics {
             &format!("{p}_reconcile_repairs_total"),
             "Firewall entries reconcile re-added or removed.",
             self.reconcile_repairs.get(),
+        );
+        counter(
+            &mut o,
+            &format!("{p}_queue_transactions_total"),
+            "Storage transactions (REST calls) made on the queue and the poison queue.",
+            self.queue_transactions.get() as u64,
         );
         gauge(
             &mut o,

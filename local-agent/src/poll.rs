@@ -150,6 +150,12 @@ impl Consumer {
         &self.queue
     }
 
+    fn count_transactions(&self) {
+        self.metrics
+            .queue_transactions
+            .set((self.queue.transactions() + self.poison.transactions()) as f64);
+    }
+
     fn visibility(&self, window: Duration) -> u32 {
         // The configured timeout covers the commit and the deletes; a batch window comes on top.
         let mut vis = self.settings.visibility_timeout.get() + window;
@@ -165,6 +171,7 @@ impl Consumer {
         let started = Instant::now();
         let result = self.queue.receive(max, vis).await;
         self.metrics.poll_duration.observe(started.elapsed());
+        self.count_transactions();
         self.metrics.last_poll.set(Utc::now().timestamp() as f64);
         match &result {
             Ok(_) => self.health.queue_ok(),
@@ -206,6 +213,7 @@ impl Consumer {
             }
             let full = batch.len() >= usize::from(RECEIVE_MAX);
             let pass = self.process(batch).await;
+            self.count_transactions();
             if pass.failed {
                 tracing::warn!(
                     retry_in_s = commit_backoff.as_secs(),
