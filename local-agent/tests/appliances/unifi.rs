@@ -210,6 +210,8 @@ impl FakeUnifi {
         let segments = req.segments();
         let is_integration = req.path.starts_with("/proxy/network/integration/");
         let is_login = req.path.ends_with("/login");
+        // Not `server::admit`: the login and the root page (style detection) are exempt from faults, and
+        // each route below counts itself (a login as a non-write call).
         if !is_login && req.path != "/" {
             if let Some(fault) = injected(&self.faults, req.is_write()) {
                 return fault;

@@ -33,7 +33,8 @@ pub struct Entry {
     pub timeout: Option<String>,
 }
 
-/// The two address-list menus.
+/// The two address-list menus. Like UniFi's `Family` in shape only: this one names RouterOS menus, that one
+/// group tags and placeholders, so each vendor keeps its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Menu {
     /// `/ip/firewall/address-list`.
