@@ -205,7 +205,7 @@ impl Policy {
         let (expires_at, basis) = match action {
             Action::Block => self.block_expiry(alert, now),
             Action::Unblock => (
-                now + self.ttl.max,
+                add(now, self.ttl.max),
                 format!(
                     "unblock: PORTCULLIS_MAX_TTL {}, after which any block it could lift has expired",
                     format_duration(self.ttl.max)
@@ -235,32 +235,8 @@ impl Policy {
     }
 
     fn block_expiry(&self, alert: &Alert, now: DateTime<Utc>) -> (DateTime<Utc>, String) {
-        let (end, basis) = if let Some(d) = alert.details.block_for {
-            let name = if alert.kind == Kind::Manual {
-                "ttl"
-            } else {
-                "PortcullisBlockFor"
-            };
-            (now + d, format!("{name} {}", format_duration(d)))
-        } else if let Some(until) = alert.details.valid_until {
-            (
-                until,
-                format!(
-                    "ValidUntil {}",
-                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                ),
-            )
-        } else {
-            let d = self.ttl.for_severity(alert.severity);
-            let sev = alert
-                .severity
-                .map_or("unknown (as Medium)", Severity::as_str);
-            (now + d, format!("severity {sev}: {}", format_duration(d)))
-        };
-        // Whole seconds: the wire format has no fractions.
-        let end = DateTime::from_timestamp(end.timestamp(), 0).unwrap_or(end);
-        let cap = now + self.ttl.max;
-        if end > cap {
+        let cap = add(now, self.ttl.max);
+        let capped = |basis: String| {
             (
                 cap,
                 format!(
@@ -268,10 +244,52 @@ impl Policy {
                     format_duration(self.ttl.max)
                 ),
             )
-        } else {
-            (end, basis)
+        };
+        // Durations are clamped to the cap BEFORE they are added to `now`: a payload's duration may be
+        // far longer than a `DateTime` can hold.
+        let relative = |d: Duration, basis: String| {
+            if d > self.ttl.max {
+                capped(basis)
+            } else {
+                (add(now, d), basis)
+            }
+        };
+        if let Some(d) = alert.details.block_for {
+            let name = if alert.kind == Kind::Manual {
+                "ttl"
+            } else {
+                "PortcullisBlockFor"
+            };
+            return relative(d, format!("{name} {}", format_duration(d)));
         }
+        if let Some(until) = alert.details.valid_until {
+            // Whole seconds: the wire format has no fractions.
+            let end = DateTime::from_timestamp(until.timestamp(), 0).unwrap_or(until);
+            let basis = format!(
+                "ValidUntil {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            return if end > cap {
+                capped(basis)
+            } else {
+                (end, basis)
+            };
+        }
+        let d = self.ttl.for_severity(alert.severity);
+        let sev = alert
+            .severity
+            .map_or("unknown (as Medium)", Severity::as_str);
+        relative(d, format!("severity {sev}: {}", format_duration(d)))
     }
+}
+
+/// `now + d`, saturating at the latest representable time instead of panicking. `now` is whole seconds
+/// and durations from settings and payloads are whole milliseconds, so the result is truncated to seconds.
+fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    let end = now
+        .checked_add_signed(d)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    DateTime::from_timestamp(end.timestamp(), 0).unwrap_or(end)
 }
 
 fn skip(outcome: &mut TargetOutcome, reason: &'static str, detail: String) {
@@ -383,6 +401,43 @@ mod tests {
             policy().plan(&a, now()).unwrap().expires_at,
             Some(now() + Duration::days(7))
         );
+    }
+
+    #[test]
+    fn huge_durations_are_capped_before_they_reach_the_clock() {
+        // `now + d` overflowed chrono (a panic) before the cap was applied.
+        let mut a = alert(Intent::Block, &["23.97.60.214"]);
+        for d in [
+            Duration::MAX,
+            Duration::days(36_525),
+            Duration::days(90) + Duration::seconds(1),
+        ] {
+            a.details.block_for = Some(d);
+            let plan = policy().plan(&a, now()).unwrap();
+            assert_eq!(plan.expires_at, Some(now() + Duration::days(90)));
+            assert!(plan.expiry_basis.unwrap().contains("capped"));
+        }
+        a.details.block_for = None;
+        a.details.valid_until = Some(DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            policy().plan(&a, now()).unwrap().expires_at,
+            Some(now() + Duration::days(90))
+        );
+        let p = Policy {
+            ttl: TtlTable {
+                high: Duration::MAX,
+                max: Duration::MAX,
+                ..TtlTable::default()
+            },
+            ..policy()
+        };
+        a.details.valid_until = None;
+        let plan = p.plan(&a, now()).unwrap();
+        assert!(plan.expires_at.unwrap() > now());
+        let plan = p
+            .plan(&alert(Intent::Unblock, &["23.97.60.214"]), now())
+            .unwrap();
+        assert!(plan.expires_at.unwrap() > now());
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Property tests: whatever the payload, no special-purpose or allowlisted address is ever queued, and no
-//! input makes extraction panic.
+//! input makes extraction, planning, packing or signing panic.
 
-use chrono::{TimeZone, Utc};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
 use portcullis::alert::{self, ExtractConfig};
 use portcullis::plan::Policy;
+use portcullis::service::{process, Function};
+use portcullis::MemoryQueues;
 use proptest::prelude::*;
 use queue_message::policy::{SPECIAL_IPV4, SPECIAL_IPV6};
-use queue_message::{NeverBlock, Target};
+use queue_message::{BlockMessage, NeverBlock, SigningKey, Target};
 use serde_json::{json, Value};
 
 const ALLOW: &str = "20.30.0.0/16";
@@ -78,6 +82,76 @@ fn payload(kind: u8, addresses: &[String]) -> Value {
     }
 }
 
+/// Duration texts, valid and not: huge numbers, repeated and out-of-order units, fractions, garbage.
+fn duration_text() -> impl Strategy<Value = String> {
+    let component = (
+        prop_oneof![
+            Just("1".to_owned()),
+            Just("11574074".to_owned()),
+            Just("99999999999999999999".to_owned()),
+            Just("0.5".to_owned()),
+            Just("1e300".to_owned()),
+            "[0-9]{1,12}",
+        ],
+        prop_oneof![
+            Just('W'),
+            Just('D'),
+            Just('H'),
+            Just('M'),
+            Just('S'),
+            Just('Y')
+        ],
+    )
+        .prop_map(|(n, u)| format!("{n}{u}"));
+    let iso = (
+        prop::collection::vec(component.clone(), 0..12),
+        prop::option::of(prop::collection::vec(component, 1..6)),
+    )
+        .prop_map(|(date, time)| {
+            let mut text = format!("P{}", date.concat());
+            if let Some(time) = time {
+                text.push('T');
+                text.push_str(&time.concat());
+            }
+            text
+        });
+    prop_oneof![iso, "[PTWDHMS0-9.,]{0,30}"]
+}
+
+fn pinned_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 7, 0, 0).unwrap()
+}
+
+/// Runs one body through the whole request path (parse, plan, pack, sign, in-memory queue, reply) and
+/// checks every queued message decodes and ends no later than the cap.
+fn through_the_service(function: Function, body: &[u8]) -> Result<(), TestCaseError> {
+    let key = SigningKey::from_bytes(vec![7; 32]).unwrap();
+    let queues = Arc::new(MemoryQueues::new(&["q"]));
+    let mut state = portcullis::memory_state(key.clone(), &queues);
+    state.policy = policy();
+    state.clock = pinned_now;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let processed = runtime.block_on(process(&state, function, Some("application/json"), body));
+    prop_assert!(
+        processed.reply.status.as_u16() < 500,
+        "{:?}",
+        processed.reply
+    );
+    let cap = pinned_now() + state.policy.ttl.max;
+    for stored in queues.messages("q") {
+        let message = BlockMessage::decode(&stored.text, std::slice::from_ref(&key)).unwrap();
+        prop_assert!(message.expires_at <= cap);
+        prop_assert!(message.targets.iter().all(|t| !is_protected(t)));
+        prop_assert_eq!(
+            stored.ttl_secs,
+            (message.expires_at - pinned_now()).num_seconds()
+        );
+    }
+    Ok(())
+}
+
 fn is_protected(target: &Target) -> bool {
     SPECIAL_IPV4
         .iter()
@@ -120,6 +194,26 @@ proptest! {
     }
 
     #[test]
+    fn durations_in_custom_details_never_panic(kind in any::<u8>(), addresses in prop::collection::vec(address(), 1..5),
+                                               block_for in duration_text(), as_string in any::<bool>()) {
+        let mut value = payload(kind, &addresses);
+        let details = json!({"PortcullisBlockFor": [block_for]});
+        let details = if as_string { Value::String(details.to_string()) } else { details };
+        match kind % 4 {
+            0 => value["object"]["properties"]["alerts"] = json!([{"properties": {"additionalData": {"Custom Details": details}}}]),
+            1 | 2 => value["ExtendedProperties"] = json!({"Custom Details": details}),
+            _ => value["data"]["customProperties"] = json!({"PortcullisBlockFor": block_for}),
+        }
+        through_the_service(Function::Alerts, value.to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn manual_ttls_never_panic(addresses in prop::collection::vec(address(), 1..5), ttl in duration_text()) {
+        let body = json!({"action": "block", "targets": addresses, "ttl": ttl}).to_string();
+        through_the_service(Function::Blocks, body.as_bytes())?;
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = alert::parse(&bytes, &ExtractConfig::default());
         let _ = portcullis::manual::parse(&bytes);
@@ -141,6 +235,8 @@ proptest! {
             let _ = policy().plan(&alert, Utc::now());
         }
         let _ = portcullis::manual::parse(&bytes);
+        through_the_service(Function::Alerts, &bytes)?;
+        through_the_service(Function::Blocks, &bytes)?;
     }
 
     #[test]
@@ -155,6 +251,7 @@ proptest! {
             if let Ok(alert) = alert::parse(wrapped.to_string().as_bytes(), &ExtractConfig::default()) {
                 let _ = policy().plan(&alert, Utc::now());
             }
+            through_the_service(Function::Alerts, wrapped.to_string().as_bytes())?;
         }
     }
 }
@@ -166,6 +263,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         "[a-zA-Z$ 0-9.:/]{0,12}".prop_map(Value::String),
         address().prop_map(Value::String),
+        duration_text().prop_map(Value::String),
     ];
     leaf.prop_recursive(5, 64, 6, |inner| {
         prop_oneof![

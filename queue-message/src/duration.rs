@@ -3,9 +3,20 @@
 //!
 //! Written by hand because the subset we need is tiny and the general crates either lack a conversion to an
 //! exact length or give years and months a guessed length: we refuse `Y` and `M` (months) outright, since a
-//! block's length must be exact.
+//! block's length must be exact. Each unit may appear once, in ISO order (`W`, `D`, then after `T`: `H`, `M`,
+//! `S`), and the whole duration may not exceed [`MAX_DURATION_DAYS`]: payloads are untrusted, and a
+//! duration that cannot be added to a date must be refused here rather than overflow a caller's arithmetic.
 
 use chrono::Duration;
+
+/// The longest duration accepted, in days (100 years of 365.25 days). Anything longer is refused, so
+/// `now + duration` always fits in a `DateTime`.
+pub const MAX_DURATION_DAYS: i64 = 36_525;
+
+const MAX_MS: i64 = MAX_DURATION_DAYS * 86_400_000;
+
+/// Longest excerpt of the refused text kept in a [`DurationError`]: the text may come from a payload.
+const MAX_ECHO: usize = 40;
 
 /// Why a duration text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,10 +26,20 @@ pub struct DurationError {
     why: &'static str,
 }
 
-/// Parses an ISO-8601 duration made of weeks, days, hours, minutes and (fractional) seconds.
+fn excerpt(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.by_ref().take(MAX_ECHO).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Parses an ISO-8601 duration made of weeks, days, hours, minutes and (fractional) seconds, each unit at
+/// most once and in ISO order, at most [`MAX_DURATION_DAYS`] long.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let err = |why| DurationError {
-        text: text.to_owned(),
+        text: excerpt(text),
         why,
     };
     let rest = text
@@ -33,27 +54,42 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let mut number = String::new();
     let mut seen_component = false;
     let mut time_components = 0;
+    // Rank of the last unit seen (W 0, D 1, H 2, M 3, S 4): each later unit must rank higher.
+    let mut last_rank: Option<u8> = None;
     for c in rest.chars() {
         match c.to_ascii_uppercase() {
             'T' if !in_time && number.is_empty() => in_time = true,
-            '0'..='9' | '.' | ',' => number.push(if c == ',' { '.' } else { c }),
+            '0'..='9' | '.' | ',' => {
+                if number.len() >= 32 {
+                    return Err(err("too long"));
+                }
+                number.push(if c == ',' { '.' } else { c });
+            }
             unit => {
-                let value: f64 = number.parse().map_err(|_| err("missing or bad number"))?;
-                number.clear();
-                let ms_per_unit: f64 = match (unit, in_time) {
-                    ('W', false) => 7.0 * 86_400_000.0,
-                    ('D', false) => 86_400_000.0,
-                    ('H', true) => 3_600_000.0,
-                    ('M', true) => 60_000.0,
-                    ('S', true) => 1000.0,
+                let (rank, ms_per_unit): (u8, f64) = match (unit, in_time) {
+                    ('W', false) => (0, 7.0 * 86_400_000.0),
+                    ('D', false) => (1, 86_400_000.0),
+                    ('H', true) => (2, 3_600_000.0),
+                    ('M', true) => (3, 60_000.0),
+                    ('S', true) => (4, 1000.0),
                     ('Y' | 'M', false) => return Err(err("years and months have no exact length")),
                     _ => return Err(err("unknown unit")),
                 };
-                let ms = value * ms_per_unit;
-                if !ms.is_finite() || ms > 1.0e15 {
-                    return Err(err("too long"));
+                if last_rank.is_some_and(|last| rank <= last) {
+                    return Err(err("units repeated or out of order (W, D, then T H, M, S)"));
                 }
-                total_ms += ms.round() as i64;
+                last_rank = Some(rank);
+                let value: f64 = number.parse().map_err(|_| err("missing or bad number"))?;
+                number.clear();
+                let ms = value * ms_per_unit;
+                // The f64 → i64 cast saturates; the bound check makes sure it is exact enough.
+                if !ms.is_finite() || ms > MAX_MS as f64 {
+                    return Err(err("longer than 100 years"));
+                }
+                total_ms = total_ms
+                    .checked_add(ms.round() as i64)
+                    .filter(|total| *total <= MAX_MS)
+                    .ok_or_else(|| err("longer than 100 years"))?;
                 seen_component = true;
                 time_components += usize::from(in_time);
             }
@@ -123,6 +159,45 @@ mod tests {
     }
 
     #[test]
+    fn refuses_repeated_or_out_of_order_units() {
+        // Repeated components used to be added up unchecked: `P` + `11574074D` ten times overflowed the
+        // caller's date arithmetic (a panic in the handler).
+        for bad in [
+            "P1D1D", "P1DT1H1H", "PT1M1H", "P1D1W", "PT1S1M", "P1W1W", "PT1H2H3H",
+        ] {
+            let err = parse_duration(bad).unwrap_err().to_string();
+            assert!(err.contains("out of order"), "{bad}: {err}");
+        }
+        assert!(parse_duration("P1W1DT1H1M1S").is_ok());
+    }
+
+    #[test]
+    fn refuses_more_than_a_hundred_years_with_a_clear_error() {
+        let long = format!("P{}", "11574074D".repeat(10));
+        let err = parse_duration(&long).unwrap_err().to_string();
+        assert!(err.contains("longer than 100 years"), "{err}");
+        assert!(err.len() < 200, "the refused text is clipped: {err}");
+        for bad in [
+            "P36526D",
+            "P5218W",
+            "PT876601H",
+            "P99999999999999999999D",
+            "PT1e300S",
+            "P36525DT1S",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for bad in ["P36526D", "P99999999999999999999D", "P36525DT1S"] {
+            let err = parse_duration(bad).unwrap_err().to_string();
+            assert!(err.contains("longer than 100 years"), "{bad}: {err}");
+        }
+        assert_eq!(
+            parse_duration("P36525D").unwrap(),
+            Duration::days(MAX_DURATION_DAYS)
+        );
+    }
+
+    #[test]
     fn formats_round_trip() {
         for d in [
             Duration::days(90),
@@ -134,5 +209,36 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::days(1)), "P1D");
         assert_eq!(format_duration(Duration::seconds(90)), "PT1M30S");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        #[test]
+        fn never_panics_and_stays_in_range(text in "[PpTtWDHMSYwdhms0-9.,]{0,40}") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(d >= Duration::zero());
+                proptest::prop_assert!(d <= Duration::days(MAX_DURATION_DAYS));
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,80}") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn formats_round_trip_whole_seconds(secs in 0..=MAX_DURATION_DAYS * 86_400) {
+            let d = Duration::seconds(secs);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+
+        #[test]
+        fn components_in_order_add_up(w in 0i64..100, d in 0i64..100, h in 0i64..100, m in 0i64..100, s in 0i64..100) {
+            let text = format!("P{w}W{d}DT{h}H{m}M{s}S");
+            let want = Duration::weeks(w) + Duration::days(d) + Duration::hours(h)
+                + Duration::minutes(m) + Duration::seconds(s);
+            proptest::prop_assert_eq!(parse_duration(&text).unwrap(), want);
+        }
     }
 }

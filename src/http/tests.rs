@@ -283,3 +283,28 @@ async fn the_docs_invocation_sample_shape_is_understood() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bad["Outputs"]["res"]["statusCode"], 400);
 }
+
+#[tokio::test]
+async fn a_huge_ttl_is_a_422_not_a_dropped_connection() {
+    // Review finding D1: repeated components added up past what chrono can add to `now` (a panic).
+    let (router, queues) = setup();
+    let ttl = format!("P{}", "11574074D".repeat(10));
+    let body = json!({"action": "block", "targets": ["52.1.1.1"], "ttl": ttl}).to_string();
+    let (status, _, problem) =
+        call(&router, post("/api/blocks", Some("application/json"), body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("100 years"));
+    for ttl in ["P1D1D", "P36525D"] {
+        let body = json!({"action": "block", "targets": ["52.1.1.1"], "ttl": ttl}).to_string();
+        let (status, _, answer) =
+            call(&router, post("/api/blocks", Some("application/json"), body)).await;
+        let want = if ttl == "P1D1D" { 422 } else { 200 };
+        assert_eq!(status.as_u16(), want, "{ttl}: {answer}");
+    }
+    // A long (but valid) duration is capped, not added.
+    assert_eq!(queues.messages("portcullis").len(), 1);
+    assert_eq!(
+        queues.messages("portcullis")[0].ttl_secs,
+        chrono::Duration::days(90).num_seconds()
+    );
+}
