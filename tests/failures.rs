@@ -74,6 +74,28 @@ fn start_up_errors_are_clear_and_never_panics() {
     );
     assert!(!err.contains("c2VjcmV0"), "{err}");
 
+    // A bare account key, or a secret without `=`, pasted as the connection string: named by position only.
+    for (queue, secret) in [
+        (queue_message::connection::DEV_ACCOUNT_KEY, "Eby8vdM0"),
+        ("AccountName=a;SUPERSECRETKEYNOEQUALS", "SUPERSECRET"),
+    ] {
+        let (code, _, err) = run_without(
+            &[
+                ("PORTCULLIS_SIGNING_KEY", KEY_B64),
+                ("PORTCULLIS_QUEUE", queue),
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "1"),
+            ],
+            &[],
+        );
+        assert_eq!(code, 2);
+        assert!(err.contains("of the connection string is not a"), "{err}");
+        assert!(
+            !err.to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "secret leaked: {err}"
+        );
+    }
+
     let (code, out, err) = run_without(
         &[
             ("PORTCULLIS_SIGNING_KEY", KEY_B64),

@@ -127,6 +127,21 @@ fn trim_slash(mut url: Url) -> Url {
     url
 }
 
+/// Longest unknown key named in an error; longer texts, or any with other than ASCII letters, may be a
+/// secret pasted in the wrong place and are referred to by position only.
+const MAX_ECHOED_KEY: usize = 40;
+
+fn unknown_key(position: usize, name: &str) -> String {
+    let looks_like_a_key = !name.is_empty()
+        && name.len() <= MAX_ECHOED_KEY
+        && name.bytes().all(|b| b.is_ascii_alphabetic());
+    if looks_like_a_key {
+        format!("unknown connection string key `{name}` (part {position})")
+    } else {
+        format!("part {position} of the connection string is not a known key")
+    }
+}
+
 impl QueueConnection {
     /// Parses what a user puts in one setting: a connection string (`UseDevelopmentStorage=true`,
     /// `AccountName=…;AccountKey=…`, `…;SharedAccessSignature=…`) or a SAS URL of a queue or the service.
@@ -148,11 +163,16 @@ impl QueueConnection {
         let mut sas = None;
         let mut dev = false;
         let mut dev_proxy = None;
-        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        // Errors name a part by its position, never by its text: a pasted account key or SAS is "a part
+        // that is not a key", and must not end up in a start-up error or a log.
+        for (index, part) in text.split(';').map(str::trim).enumerate() {
+            let position = index + 1;
+            if part.is_empty() {
+                continue;
+            }
             let (name, value) = part.split_once('=').ok_or_else(|| {
                 invalid(format!(
-                    "`{}` is not a key=value pair",
-                    part.split('=').next().unwrap_or("")
+                    "part {position} of the connection string is not a key=value pair"
                 ))
             })?;
             match name.trim().to_ascii_lowercase().as_str() {
@@ -168,7 +188,7 @@ impl QueueConnection {
                 }
                 // Other services' endpoints are legal in a storage connection string and irrelevant here.
                 "blobendpoint" | "tableendpoint" | "fileendpoint" => {}
-                other => return Err(invalid(format!("unknown connection string key `{other}`"))),
+                other => return Err(invalid(unknown_key(position, other))),
             }
         }
         if dev {
@@ -671,7 +691,10 @@ mod tests {
             ("Foo=bar", "unknown connection string key `foo`"),
             ("AccountName=a;AccountKey=!!", "not base64"),
             ("https://acct.queue.core.windows.net/q", "no SAS"),
-            ("garbage", "key=value"),
+            (
+                "garbage",
+                "part 1 of the connection string is not a key=value pair",
+            ),
         ] {
             let err = QueueConnection::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
@@ -682,5 +705,55 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("https"));
+    }
+
+    #[test]
+    fn errors_never_echo_a_misplaced_secret() {
+        // Review finding D2: a bare account key was echoed as an "unknown key", and a part without `=` was
+        // printed verbatim.
+        let sas = "sv=2024-11-04&ss=q&srt=sco&sp=rwdlacup&se=2030-01-01&sig=Ab%2Fcd%3D";
+        for (text, needle, secret) in [
+            (
+                DEV_ACCOUNT_KEY.to_owned(),
+                "part 1 of the connection string is not a known key",
+                "Eby8vdM0",
+            ),
+            (
+                "AccountName=a;SUPERSECRETKEYNOEQUALS".to_owned(),
+                "part 2 of the connection string is not a key=value pair",
+                "SUPERSECRET",
+            ),
+            (
+                format!("AccountName=a;{DEV_ACCOUNT_KEY}"),
+                "part 2 of the connection string is not a known key",
+                "Eby8vdM0",
+            ),
+            (
+                format!("AccountName=a;;{sas}"),
+                "unknown connection string key `sv` (part 3)",
+                "Ab%2Fcd",
+            ),
+            (
+                "AccountName=a;supersecretkeymadeofonlylettersbutfarlongerthanforty=x".to_owned(),
+                "part 2 of the connection string is not a known key",
+                "supersecret",
+            ),
+        ] {
+            let err = QueueConnection::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+            assert!(
+                !err.to_ascii_lowercase()
+                    .contains(&secret.to_ascii_lowercase()),
+                "{err}"
+            );
+            assert!(!err.contains("sig=") && !err.contains("=="), "{err}");
+        }
+        let err = QueueConnection::parse("AccountName=a;Bogus=1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown connection string key `bogus` (part 2)"),
+            "{err}"
+        );
     }
 }
