@@ -130,7 +130,7 @@ param logDailyCapGb string = '0.1'
 @description('PORTCULLIS_ALLOWLIST: CIDRs that are never blocked (your own public IPs, DNS resolvers, ...).')
 param allowlist array = []
 
-@description('PORTCULLIS_LAB_RANGES: CIDRs of test ranges; blocks for them are logged but not enqueued.')
+@description('PORTCULLIS_LAB_RANGES: special-purpose CIDRs (e.g. a documentation range) carved out of the never-block list, so addresses in them CAN be blocked, for labs and tests; the allowlist still wins.')
 param labRanges array = []
 
 @description('PORTCULLIS_MIN_PREFIX_V4: shortest IPv4 prefix the handler will block (handler default 16).')

@@ -168,3 +168,19 @@ def test_handler_settings_are_not_platform_names(handler_settings):
     clashes = [n for n in handler_settings if n.startswith(PLATFORM_PREFIXES)]
     # FUNCTIONS_CUSTOMHANDLER_PORT is set by the Functions host, not by the template.
     assert set(clashes) <= {"FUNCTIONS_CUSTOMHANDLER_PORT"}, clashes
+
+
+def test_lab_ranges_are_described_as_a_carve_out(parsed, infra_dir):
+    """Lab ranges make special-purpose addresses blockable (PORTCULLIS_LAB_RANGES: "carved back out
+    of the special-purpose ranges"); docs that say the opposite send testers to an address the
+    default policy always skips."""
+    spec = parsed("main.bicep")["parameters"]["labRanges"]
+    description = next(d["argument"] for d in spec["decorators"] if d["type"] == "description")
+    assert "carved out of the never-block list" in description
+    assert "not enqueued" not in description
+    readme = (infra_dir / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### 7. Verify with a test incident", 1)[1].split("\n## ", 1)[0]
+    # The test address is a documentation address: the verification must carve its range out.
+    assert "203.0.113.10" in section
+    assert "labRanges=\"['203.0.113.0/24']\"" in section
+    assert "log but not" not in section
