@@ -8,12 +8,16 @@
 //!
 //! Both modes run [`crate::service::process`] on the same bytes, so the caller sees the same status and
 //! body either way. `GET /` answers the host's readiness poll.
+//!
+//! The Functions host matches routes case-insensitively and forwards `/api/Alerts` or `/api/alerts/` as
+//! typed, and in Data/Metadata mode the path is the function (folder) name, so [`normalise_path`] folds
+//! the path to lower case and drops one trailing slash before routing.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, State};
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,8 +30,55 @@ use crate::service::{body_bytes, process, AppState, Function};
 /// The header the host puts on every call.
 pub const INVOCATION_ID: &str = "x-azure-functions-invocationid";
 
-/// The router: readiness, both functions in both modes, RFC 7807 404 and 405.
+/// The router: readiness, both functions in both modes, RFC 7807 404 and 405; paths are matched
+/// case-insensitively and with or without one trailing slash.
 pub fn app(state: Arc<AppState>) -> Router {
+    let routes = routes(state);
+    // Routing happens before a `Router::layer` middleware runs, so the path is rewritten by an outer
+    // router whose only entry is the real one.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .map_request(normalise_path)
+            .service(routes),
+    )
+}
+
+/// Lower-cases the request path and removes one trailing slash (`/api/Alerts/` → `/api/alerts`); the
+/// query is kept as is. Every route is a fixed lower-case path, so nothing else can be lost.
+fn normalise_path(mut request: Request<Body>) -> Request<Body> {
+    let uri = request.uri();
+    let path = uri.path();
+    let trimmed = match path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => path,
+    };
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) || trimmed.len() != path.len() {
+        let mut path_and_query = trimmed.to_ascii_lowercase();
+        if let Some(query) = uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        let mut parts = uri.clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(normalised) = Uri::from_parts(parts) {
+                *request.uri_mut() = normalised;
+            }
+        }
+    }
+    request
+}
+
+/// What each path allows, for the `Allow` header of a 405.
+fn allowed_methods(path: &str) -> &'static str {
+    if path == "/" {
+        "GET, HEAD"
+    } else {
+        "POST"
+    }
+}
+
+fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(ready))
         .route(
@@ -55,7 +106,12 @@ pub fn app(state: Arc<AppState>) -> Router {
             }),
         )
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .method_not_allowed_fallback(|uri: Uri| async move {
+            (
+                [(header::ALLOW, allowed_methods(uri.path()))],
+                ApiError::MethodNotAllowed,
+            )
+        })
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<Body>| {

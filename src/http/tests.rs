@@ -225,6 +225,69 @@ async fn unknown_routes_and_methods() {
 }
 
 #[tokio::test]
+async fn method_not_allowed_says_what_is() {
+    let (router, _) = setup();
+    for (method, path, allow) in [
+        ("GET", "/api/alerts", "POST"),
+        ("PUT", "/api/Blocks/", "POST"),
+        ("DELETE", "/alerts", "POST"),
+        ("POST", "/", "GET, HEAD"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(&router, request).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+        assert_eq!(body["status"], 405);
+    }
+}
+
+#[tokio::test]
+async fn routes_ignore_case_and_one_trailing_slash() {
+    // Review finding D4: the Functions host matches routes case-insensitively and passes the path on as
+    // the caller typed it.
+    let incident = crate::testdata::incident_trigger("Active", None).to_string();
+    let (router, queues) = setup();
+    for path in ["/api/Alerts", "/api/alerts/", "/API/ALERTS/?code=x"] {
+        let (status, _, body) = call(
+            &router,
+            post(path, Some("application/json"), incident.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["status"], "queued", "{path}");
+    }
+    let manual = json!({"action": "block", "targets": ["52.1.1.1"]}).to_string();
+    let (status, _, _) = call(
+        &router,
+        post("/api/Blocks/", Some("application/json"), manual.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/Alerts", "/alerts/", "/ALERTS"] {
+        let wrapped = envelope(path, &incident, "application/json").to_string();
+        let (status, _, host) = call(&router, post(path, Some("application/json"), wrapped)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(host["Outputs"]["res"]["statusCode"], 200, "{path}: {host}");
+    }
+    assert_eq!(queues.messages("portcullis").len(), 3 + 1 + 3);
+    // Only one trailing slash, and no other paths.
+    for path in ["/api/alerts//", "/api/alertsx", "/api"] {
+        let (status, _, _) = call(
+            &router,
+            post(path, Some("application/json"), incident.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _, body) = call(&router, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ready")));
+}
+
+#[tokio::test]
 async fn the_docs_invocation_sample_shape_is_understood() {
     // The docs' http-trigger invocation (with `Query` as the string "{}"), carrying an incident instead of
     // the order; our answer has the members of the docs' response sample.
