@@ -2,8 +2,9 @@
 //!
 //! Every candidate text is parsed into a canonical [`Target`] (IPv4-mapped IPv6 becomes IPv4, host bits of a
 //! network must be zero) and de-duplicated; each distinct target is then queued or skipped with a reason
-//! (never-block ranges, allowlist, too broad, expired). More distinct targets than
-//! `PORTCULLIS_MAX_TARGETS` refuses the whole request. The block's expiry comes from, in order:
+//! (never-block ranges, allowlist, too broad, expired).
+//! More distinct targets (unparseable texts included) than `PORTCULLIS_MAX_TARGETS` refuses the whole
+//! request, whatever its intent. The block's expiry comes from, in order:
 //! `PortcullisBlockFor` (or the manual `ttl`), a threat-intelligence `ValidUntil`, the severity's default;
 //! it is capped at `PORTCULLIS_MAX_TTL`. An unblock's expiry is now + `PORTCULLIS_MAX_TTL`: after that, every
 //! block it could lift has expired anyway.
@@ -126,9 +127,9 @@ pub struct Plan {
 
 /// More distinct targets than allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the request names {found} distinct targets; at most {max} are allowed (PORTCULLIS_MAX_TARGETS)")]
+#[error("the request names {found} distinct targets (unparseable texts included); at most {max} are allowed (PORTCULLIS_MAX_TARGETS)")]
 pub struct TooManyTargets {
-    /// Distinct valid targets found.
+    /// Distinct targets and distinct unparseable texts found.
     pub found: usize,
     /// The limit.
     pub max: usize,
@@ -185,6 +186,14 @@ impl Policy {
             expiry_basis: None,
             no_action: None,
         };
+        // Unparseable texts count too: each one is echoed in the answer, so they must be bounded as well.
+        let distinct = plan.outcomes.len();
+        if distinct > self.max_targets {
+            return Err(TooManyTargets {
+                found: distinct,
+                max: self.max_targets,
+            });
+        }
         let action = match &alert.intent {
             Intent::Nothing(why) => {
                 for (_, i) in &valid {
@@ -196,12 +205,6 @@ impl Policy {
             Intent::Block => Action::Block,
             Intent::Unblock => Action::Unblock,
         };
-        if valid.len() > self.max_targets {
-            return Err(TooManyTargets {
-                found: valid.len(),
-                max: self.max_targets,
-            });
-        }
         let (expires_at, basis) = match action {
             Action::Block => self.block_expiry(alert, now),
             Action::Unblock => (
@@ -466,6 +469,32 @@ mod tests {
         assert_eq!(plan.action, None);
         assert!(plan.targets.is_empty());
         assert_eq!(plan.outcomes[0].reason, Some("no-action"));
+    }
+
+    #[test]
+    fn unparseable_texts_count_toward_the_limit_and_are_clipped() {
+        // Review finding D5: 100,000 invalid texts made a 14 MB answer.
+        let texts: Vec<String> = (0..5)
+            .map(|i| format!("bogus-{i}-{}", "x".repeat(500)))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let p = Policy {
+            max_targets: 4,
+            ..policy()
+        };
+        assert_eq!(
+            p.plan(&alert(Intent::Block, &refs), now()),
+            Err(TooManyTargets { found: 5, max: 4 })
+        );
+        assert_eq!(
+            p.plan(&alert(Intent::Nothing("closed".into()), &refs), now()),
+            Err(TooManyTargets { found: 5, max: 4 })
+        );
+        let plan = p.plan(&alert(Intent::Block, &refs[..4]), now()).unwrap();
+        for outcome in &plan.outcomes {
+            assert!(outcome.input.chars().count() <= 100, "{}", outcome.input);
+            assert!(outcome.detail.as_ref().unwrap().chars().count() <= 200);
+        }
     }
 
     #[test]
