@@ -2,7 +2,7 @@
 //!
 //! Every candidate text is parsed into a canonical [`Target`] (IPv4-mapped IPv6 becomes IPv4, host bits of a
 //! network must be zero) and de-duplicated; each distinct target is then queued or skipped with a reason
-//! (never-block ranges, allowlist, too broad, expired).
+//! (never-block ranges, allowlist, too broad, expired, covered by a network blocked by the same request).
 //! More distinct targets (unparseable texts included) than `PORTCULLIS_MAX_TARGETS` refuses the whole
 //! request, whatever its intent. The block's expiry comes from, in order:
 //! `PortcullisBlockFor` (or the manual `ttl`), a threat-intelligence `ValidUntil`, the severity's default;
@@ -98,7 +98,8 @@ pub struct TargetOutcome {
     /// Queued or skipped.
     pub status: Status,
     /// Machine-readable reason for a skip: `invalid`, `host-bits-set`, `special-purpose`, `allowlisted`,
-    /// `too-broad`, `expired`, `no-action`.
+    /// `too-broad`, `expired`, `no-action`, `covered` (a block of a network in the same request already
+    /// blocks it; the detail names the network).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// Human-readable detail for a skip.
@@ -219,6 +220,7 @@ impl Policy {
         plan.expires_at = Some(expires_at);
         plan.expiry_basis = Some(basis);
         let expired = expires_at <= now;
+        let mut allowed = Vec::new();
         for (target, i) in valid {
             let outcome = &mut plan.outcomes[i];
             if expired {
@@ -230,8 +232,27 @@ impl Policy {
                 continue;
             }
             match self.never.check(&target) {
-                Ok(()) => plan.targets.push(target),
+                Ok(()) => allowed.push((target, i)),
                 Err(refusal) => skip(outcome, refusal.code(), refusal.to_string()),
+            }
+        }
+        for &(target, i) in &allowed {
+            // A block of a network already blocks its addresses: queue the network only. Not for an
+            // unblock, which must lift a host block and a network block alike.
+            let covering = (action == Action::Block)
+                .then(|| {
+                    allowed
+                        .iter()
+                        .find(|(other, _)| *other != target && other.contains(&target))
+                })
+                .flatten();
+            match covering {
+                Some((network, _)) => skip(
+                    &mut plan.outcomes[i],
+                    "covered",
+                    format!("covered by {network}, also queued by this request"),
+                ),
+                None => plan.targets.push(target),
             }
         }
         Ok(plan)
@@ -469,6 +490,62 @@ mod tests {
         assert_eq!(plan.action, None);
         assert!(plan.targets.is_empty());
         assert_eq!(plan.outcomes[0].reason, Some("no-action"));
+    }
+
+    #[test]
+    fn addresses_inside_a_queued_network_are_covered() {
+        let a = alert(
+            Intent::Block,
+            &[
+                "2a01:111:f400::1",
+                "2a01:111:f400::/48",
+                "23.97.60.214",
+                "23.97.60.0/24",
+                "23.97.61.0/24",
+                "23.97.61.7",
+                "40.0.0.9",
+            ],
+        );
+        let plan = policy().plan(&a, now()).unwrap();
+        let queued: Vec<String> = plan.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            queued,
+            ["2a01:111:f400::/48", "23.97.60.0/24", "23.97.61.0/24"]
+        );
+        let covered: Vec<_> = plan
+            .outcomes
+            .iter()
+            .filter(|o| o.reason == Some("covered"))
+            .map(|o| (o.input.as_str(), o.detail.as_deref().unwrap()))
+            .collect();
+        assert_eq!(covered.len(), 3);
+        assert!(covered[0].1.contains("2a01:111:f400::/48"), "{covered:?}");
+        assert!(covered[2].1.contains("23.97.61.0/24"), "{covered:?}");
+        // A network that is itself skipped covers nothing.
+        let a = alert(
+            Intent::Block,
+            &["40.0.0.0/24", "40.0.0.9", "52.0.0.0/8", "52.1.2.3"],
+        );
+        let p = Policy {
+            never: NeverBlock::new(vec!["40.0.0.0/24".parse().unwrap()], vec![], 16, 32),
+            ..Policy::default()
+        };
+        let queued: Vec<String> = p
+            .plan(&a, now())
+            .unwrap()
+            .targets
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(queued, ["52.1.2.3"]);
+        // An unblock lifts both: a host may have been blocked on its own.
+        let plan = policy()
+            .plan(
+                &alert(Intent::Unblock, &["23.97.60.214", "23.97.60.0/24"]),
+                now(),
+            )
+            .unwrap();
+        assert_eq!(plan.targets.len(), 2);
     }
 
     #[test]
