@@ -95,3 +95,41 @@ async fn peek_reads_without_hiding_or_counting_a_delivery() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].dequeue_count, 1);
 }
+
+#[tokio::test]
+async fn a_message_lives_exactly_its_ttl() {
+    // The handler sends each message with a time-to-live that ends at the block's `expires_at`; check
+    // the service stores exactly what `send` asks for. `Peeked` has no times, so read them with the SDK.
+    let azurite = Azurite::start();
+    let connection = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
+    let queue = connection.queue("ttl");
+    queue.create_if_missing().await.unwrap();
+    let ttl = 30 * 86_400 + 5;
+    queue.send("lives 30 days and 5 s", ttl).await.unwrap();
+
+    let sas = queue_message::sas::AccountSas {
+        account: "devstoreaccount1",
+        permissions: "r",
+        resource_types: "sco",
+        start: None,
+        expiry: chrono::Utc::now() + chrono::Duration::hours(1),
+        protocol: "https,http",
+    }
+    .sign(&base64_key());
+    let url = format!("{}/ttl?{sas}", azurite.service_url("http"));
+    let client = azure_storage_queue::QueueClient::new(
+        azure_core::http::Url::parse(&url).unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    let peeked = client
+        .peek_messages(None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let message = &peeked.items.unwrap()[0];
+    let lifetime = message.expiration_time.unwrap() - message.insertion_time.unwrap();
+    assert_eq!(lifetime.whole_seconds(), ttl);
+}

@@ -15,9 +15,16 @@ fn key() -> SigningKey {
     SigningKey::from_bytes(vec![42; 32]).unwrap()
 }
 
+/// The pinned clock: answers that carry times compare equal whichever request comes first.
+fn pinned_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 26, 7, 0, 0).unwrap()
+}
+
 fn setup() -> (axum::Router, Arc<MemoryQueues>) {
     let queues = Arc::new(MemoryQueues::new(&["portcullis", "site2"]));
-    (app(Arc::new(memory_state(key(), &queues))), queues)
+    let mut state = memory_state(key(), &queues);
+    state.clock = pinned_now;
+    (app(Arc::new(state)), queues)
 }
 
 async fn call(
@@ -84,6 +91,14 @@ async fn an_incident_in_both_modes_gives_the_same_answer() {
     let message = BlockMessage::decode(&messages[0].text, &[key()]).unwrap();
     assert_eq!(message.targets.len(), 3);
     assert_eq!(message.source.kind, "sentinel-incident");
+    // The message lives on the queue until the block ends, and not longer.
+    assert_eq!(message.issued_at, pinned_now());
+    assert_eq!(direct["expires_at"], "2026-11-28T07:00:00Z");
+    assert_eq!(
+        messages[0].ttl_secs,
+        (message.expires_at - message.issued_at).num_seconds()
+    );
+    assert_eq!(messages[0].ttl_secs, 2 * 86_400);
 
     let wrapped = envelope("/alerts", &incident, "application/json").to_string();
     let (status, _, host) = call(&router, post("/alerts", Some("application/json"), wrapped)).await;
