@@ -231,17 +231,36 @@ mod tests {
 
     #[test]
     fn queue_failures_ask_for_a_retry_without_leaking() {
-        let reply = ApiError::from(EnqueueError {
-            queue: "site1".into(),
-            source: queue_message::QueueError::Denied("sig=REDACTED".into()),
-        })
-        .reply();
-        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(reply.retry_after, Some(RETRY_AFTER_SECS));
-        assert!(!reply.body.to_string().contains("sig="));
-        let output = reply.to_output();
-        assert_eq!(output["statusCode"], 503);
-        assert_eq!(output["headers"]["Retry-After"], "30");
-        assert!(output["body"].is_string());
+        // Raw, unredacted texts, as a careless error path might produce them: none of it may reach the
+        // caller, in either host mode.
+        let key = queue_message::connection::DEV_ACCOUNT_KEY;
+        let raw = format!(
+            "GET https://acct.queue.core.windows.net/site1?sv=2024-11-04&sig=Ab%2Fcd failed; \
+             connection AccountName=acct;AccountKey={key}"
+        );
+        for source in [
+            queue_message::QueueError::Denied(raw.clone()),
+            queue_message::QueueError::Unavailable(raw),
+        ] {
+            let reply = ApiError::from(EnqueueError {
+                queue: "site1".into(),
+                source,
+            })
+            .reply();
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(reply.retry_after, Some(RETRY_AFTER_SECS));
+            let output = reply.to_output();
+            for text in [reply.body.to_string(), output.to_string()] {
+                for secret in ["sig=", "Ab%2Fcd", "AccountKey", &key[..20]] {
+                    assert!(
+                        !text.contains(secret),
+                        "{secret} reached the answer: {text}"
+                    );
+                }
+            }
+            assert_eq!(output["statusCode"], 503);
+            assert_eq!(output["headers"]["Retry-After"], "30");
+            assert!(output["body"].is_string());
+        }
     }
 }
