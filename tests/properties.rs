@@ -152,6 +152,130 @@ fn through_the_service(function: Function, body: &[u8]) -> Result<(), TestCaseEr
     Ok(())
 }
 
+/// Representative addresses of every entry of the IANA IPv4 and IPv6 Special-Purpose Address Registries
+/// (RFC 6890 and updates), plus multicast, link-local and reserved space, written out by hand from the
+/// registries, NOT derived from `SPECIAL_IPV4`/`SPECIAL_IPV6`: a range dropped from those tables fails
+/// [`every_registry_entry_is_refused`]. First and last addresses where a range is easy to get wrong.
+const MUST_REFUSE: &[(&str, &str)] = &[
+    ("0.0.0.0", "this host on this network, RFC 1122"),
+    ("0.255.255.255", "this network, RFC 791"),
+    ("10.0.0.0", "private-use, RFC 1918"),
+    ("10.255.255.255", "private-use, RFC 1918"),
+    ("100.64.0.1", "shared address space, RFC 6598"),
+    ("100.127.255.254", "shared address space, RFC 6598"),
+    ("127.0.0.1", "loopback, RFC 1122"),
+    ("127.255.255.255", "loopback, RFC 1122"),
+    ("169.254.0.1", "link-local, RFC 3927"),
+    ("169.254.169.254", "link-local (cloud metadata), RFC 3927"),
+    ("172.16.0.1", "private-use, RFC 1918"),
+    ("172.31.255.255", "private-use, RFC 1918"),
+    (
+        "192.0.0.1",
+        "IPv4 service continuity prefix (DS-Lite), RFC 7335",
+    ),
+    ("192.0.0.8", "IPv4 dummy address, RFC 7600"),
+    ("192.0.0.9", "port control protocol anycast, RFC 7723"),
+    (
+        "192.0.0.10",
+        "traversal using relays around NAT anycast, RFC 8155",
+    ),
+    ("192.0.0.170", "NAT64/DNS64 discovery, RFC 8880"),
+    ("192.0.0.171", "NAT64/DNS64 discovery, RFC 8880"),
+    ("192.0.0.255", "IETF protocol assignments, RFC 6890"),
+    ("192.0.2.1", "documentation TEST-NET-1, RFC 5737"),
+    ("192.31.196.1", "AS112-v4, RFC 7535"),
+    ("192.52.193.1", "AMT, RFC 7450"),
+    ("192.88.99.1", "deprecated 6to4 relay anycast, RFC 7526"),
+    ("192.168.0.1", "private-use, RFC 1918"),
+    ("192.168.255.255", "private-use, RFC 1918"),
+    ("192.175.48.1", "direct delegation AS112 service, RFC 7534"),
+    ("198.18.0.1", "benchmarking, RFC 2544"),
+    ("198.19.255.254", "benchmarking, RFC 2544"),
+    ("198.51.100.7", "documentation TEST-NET-2, RFC 5737"),
+    ("203.0.113.10", "documentation TEST-NET-3, RFC 5737"),
+    ("224.0.0.1", "multicast, RFC 5771"),
+    ("239.255.255.250", "multicast (SSDP), RFC 5771"),
+    ("240.0.0.1", "reserved, RFC 1112"),
+    ("255.255.255.254", "reserved, RFC 1112"),
+    ("255.255.255.255", "limited broadcast, RFC 919"),
+    ("::", "unspecified address, RFC 4291"),
+    ("::1", "loopback, RFC 4291"),
+    ("::102:304", "IPv4-compatible (deprecated), RFC 4291"),
+    ("::ffff:10.0.0.1", "IPv4-mapped private-use, RFC 4291"),
+    ("64:ff9b::808:808", "IPv4-IPv6 translation, RFC 6052"),
+    ("64:ff9b:1::1", "local-use IPv4-IPv6 translation, RFC 8215"),
+    ("100::1", "discard-only, RFC 6666"),
+    ("100:0:0:1::1", "dummy IPv6 prefix, RFC 9780"),
+    ("2001::1", "TEREDO, RFC 4380"),
+    ("2001:1::1", "port control protocol anycast, RFC 7723"),
+    (
+        "2001:1::2",
+        "traversal using relays around NAT anycast, RFC 8155",
+    ),
+    (
+        "2001:1::3",
+        "DNS-SD service registration protocol anycast, RFC 9665",
+    ),
+    ("2001:2::1", "benchmarking, RFC 5180"),
+    ("2001:3::1", "AMT, RFC 7450"),
+    ("2001:4:112::1", "AS112-v6, RFC 7535"),
+    ("2001:20::1", "ORCHIDv2, RFC 7343"),
+    (
+        "2001:30::1",
+        "drone remote ID protocol entity tags, RFC 9374",
+    ),
+    ("2001:db8::1", "documentation, RFC 3849"),
+    ("2002::1", "6to4, RFC 3056"),
+    (
+        "2620:4f:8000::1",
+        "direct delegation AS112 service, RFC 7534",
+    ),
+    ("3fff::1", "documentation, RFC 9637"),
+    ("5f00::1", "segment routing SIDs, RFC 9602"),
+    ("fc00::1", "unique-local, RFC 4193"),
+    ("fdff:ffff::1", "unique-local, RFC 4193"),
+    ("fe80::1", "link-local unicast, RFC 4291"),
+    ("febf:ffff::1", "link-local unicast, RFC 4291"),
+    ("ff02::1", "multicast, RFC 4291"),
+    ("ff05::1:3", "multicast, RFC 4291"),
+];
+
+#[test]
+fn every_registry_entry_is_refused() {
+    let never = NeverBlock::default();
+    for (address, entry) in MUST_REFUSE {
+        let target = Target::parse(address).unwrap_or_else(|e| panic!("{address}: {e}"));
+        match never.check(&target) {
+            Err(queue_message::Refusal::SpecialPurpose(_)) => {}
+            other => {
+                panic!("{address} ({entry}) must be refused as special-purpose, got {other:?}")
+            }
+        }
+    }
+    // And the oracle is not trivially true: ordinary public addresses pass.
+    for address in ["52.1.1.1", "8.8.8.8", "2a01:111:f400::1", "2603:1030::1"] {
+        assert!(
+            never.check(&Target::parse(address).unwrap()).is_ok(),
+            "{address}"
+        );
+    }
+}
+
+const LABS: [&str; 3] = ["198.51.100.0/24", "10.1.0.0/16", "2001:db8:1::/48"];
+const LAB_ALLOW: &str = "10.1.2.0/24";
+
+fn lab_policy() -> Policy {
+    Policy {
+        never: NeverBlock::new(
+            vec![LAB_ALLOW.parse().unwrap()],
+            LABS.iter().map(|l| l.parse().unwrap()).collect(),
+            16,
+            32,
+        ),
+        ..Policy::default()
+    }
+}
+
 fn is_protected(target: &Target) -> bool {
     SPECIAL_IPV4
         .iter()
@@ -211,6 +335,30 @@ proptest! {
     fn manual_ttls_never_panic(addresses in prop::collection::vec(address(), 1..5), ttl in duration_text()) {
         let body = json!({"action": "block", "targets": addresses, "ttl": ttl}).to_string();
         through_the_service(Function::Blocks, body.as_bytes())?;
+    }
+
+    #[test]
+    fn lab_ranges_carve_out_but_the_allowlist_still_wins(lab in 0..LABS.len(), bits in any::<u128>(),
+                                                          pick in 0..MUST_REFUSE.len()) {
+        let in_lab = inside(LABS[lab].parse().unwrap(), bits);
+        let (special, _) = MUST_REFUSE[pick];
+        let body = json!({"action": "block", "targets": [in_lab, special]}).to_string();
+        let alert = portcullis::manual::parse(body.as_bytes()).unwrap();
+        let plan = lab_policy().plan(&alert, pinned_now()).unwrap();
+        let queued = |text: &str| {
+            let target = Target::parse(text).unwrap();
+            plan.targets.contains(&target)
+        };
+        let lab_target = Target::parse(&in_lab).unwrap();
+        let allowlisted = lab_target.overlaps(&LAB_ALLOW.parse().unwrap());
+        // Inside a lab range: blocked, unless allowlisted.
+        prop_assert_eq!(queued(&in_lab), !allowlisted, "{}", in_lab);
+        // Outside every lab range: a special-purpose address is still refused.
+        let special_target = Target::parse(special).unwrap();
+        let in_any_lab = LABS.iter().any(|l| special_target.overlaps(&l.parse().unwrap()));
+        if !in_any_lab {
+            prop_assert!(!queued(special), "{} was queued", special);
+        }
     }
 
     #[test]
