@@ -10,7 +10,7 @@
 //! body either way. `GET /` answers the host's readiness poll.
 //!
 //! The Functions host matches routes case-insensitively and forwards `/api/Alerts` or `/api/alerts/` as
-//! typed, and in Data/Metadata mode the path is the function (folder) name, so [`normalise_path`] folds
+//! typed, and in Data/Metadata mode the path is the function (folder) name, so `normalise_path` folds
 //! the path to lower case and drops one trailing slash before routing.
 
 use std::sync::Arc;
