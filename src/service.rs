@@ -22,6 +22,14 @@ use crate::settings::{QueueAccess, Settings};
 /// `--skipApiVersionCheck`. Real Azure gets the SDK's default.
 pub const AZURITE_API_VERSION: &str = "2025-11-05";
 
+/// Retries of one queue operation after the first attempt. Together with [`QUEUE_RETRY_WINDOW`] this
+/// answers a dead queue with a 503 within about 15 s instead of the SDK's ~80 s, so the caller (a Logic
+/// App, an action group) retries on its own schedule instead of timing out.
+pub const QUEUE_MAX_RETRIES: u32 = 3;
+
+/// No queue retry starts later than this after the first attempt.
+pub const QUEUE_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Which function was invoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -74,7 +82,7 @@ impl AppState {
     /// State from validated settings, with Azure Storage queues. Also returns the queues, so the caller can
     /// create missing ones in the background. No I/O happens here.
     pub fn from_settings(settings: &Settings) -> Result<(Self, Arc<StorageQueues>), String> {
-        let connection = connect(&settings.queue)?;
+        let connection = connect(&settings.queue, settings.create_queues)?;
         let mut names = settings.queues.clone();
         if let Some(hint) = connection.queue_hint() {
             if !settings.queues_explicit {
@@ -113,8 +121,10 @@ impl AppState {
     }
 }
 
-/// Builds the queue connection (no I/O). Errors name the setting, never its value.
-pub fn connect(access: &QueueAccess) -> Result<Arc<QueueConnection>, String> {
+/// Builds the queue connection (no I/O). Errors name the setting, never its value. Retries are bounded
+/// ([`QUEUE_MAX_RETRIES`], [`QUEUE_RETRY_WINDOW`]), and an account SAS derived from an account key grants
+/// only what the handler does: add messages, and create queues when `create_queues` is set.
+pub fn connect(access: &QueueAccess, create_queues: bool) -> Result<Arc<QueueConnection>, String> {
     let connection = match access {
         QueueAccess::ConnectionString(text) => {
             QueueConnection::parse(text).map_err(|e| format!("PORTCULLIS_QUEUE: {e}"))?
@@ -129,6 +139,9 @@ pub fn connect(access: &QueueAccess) -> Result<Arc<QueueConnection>, String> {
         connection.service_url().host_str(),
         Some("127.0.0.1" | "localhost" | "[::1]")
     );
+    let connection = connection
+        .with_retry(QUEUE_MAX_RETRIES, QUEUE_RETRY_WINDOW)
+        .with_account_sas_permissions(if create_queues { "ac" } else { "a" });
     Ok(Arc::new(if loopback {
         connection.with_api_version(AZURITE_API_VERSION)
     } else {
@@ -315,6 +328,21 @@ pub fn body_bytes(body: Option<&Value>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_connection_retries_briefly() {
+        let access = QueueAccess::ConnectionString("UseDevelopmentStorage=true".to_owned());
+        for create in [false, true] {
+            let connection = connect(&access, create).unwrap();
+            assert_eq!(
+                connection.retry(),
+                Some(queue_message::connection::RetryLimits {
+                    max_retries: QUEUE_MAX_RETRIES,
+                    max_total: QUEUE_RETRY_WINDOW,
+                })
+            );
+        }
+    }
 
     #[test]
     fn json_content_types() {

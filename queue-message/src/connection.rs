@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{StatusCode, Url};
+use azure_core::http::{ExponentialRetryOptions, RetryOptions, StatusCode, Url};
 use azure_identity::{
     AzureCliCredential, ClientSecretCredential, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId,
@@ -99,7 +99,22 @@ pub struct QueueConnection {
     auth: Auth,
     queue_hint: Option<String>,
     api_version: Option<String>,
+    retry: Option<RetryLimits>,
+    sas_permissions: &'static str,
 }
+
+/// Bounds on the SDK's retries of one operation (see [`QueueConnection::with_retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryLimits {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// No retry starts after this long since the first attempt.
+    pub max_total: std::time::Duration,
+}
+
+/// Permissions of the account SAS derived from an account key, unless narrowed with
+/// [`QueueConnection::with_account_sas_permissions`]: everything either binary may do.
+const DEFAULT_SAS_PERMISSIONS: &str = "rwdlacup";
 
 impl fmt::Debug for QueueConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,6 +127,7 @@ impl fmt::Debug for QueueConnection {
             .field("service_url", &self.service_url.as_str())
             .field("auth", &auth)
             .field("queue_hint", &self.queue_hint)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -208,6 +224,8 @@ impl QueueConnection {
                 },
                 queue_hint: None,
                 api_version: None,
+                retry: None,
+                sas_permissions: DEFAULT_SAS_PERMISSIONS,
             });
         }
         let service_url = match (&queue_endpoint, &account) {
@@ -235,6 +253,8 @@ impl QueueConnection {
             auth,
             queue_hint: None,
             api_version: None,
+            retry: None,
+            sas_permissions: DEFAULT_SAS_PERMISSIONS,
         })
     }
 
@@ -269,6 +289,8 @@ impl QueueConnection {
             auth: Auth::Sas(query),
             queue_hint,
             api_version: None,
+            retry: None,
+            sas_permissions: DEFAULT_SAS_PERMISSIONS,
         })
     }
 
@@ -327,12 +349,39 @@ impl QueueConnection {
             auth: Auth::Token(credential),
             queue_hint: None,
             api_version: None,
+            retry: None,
+            sas_permissions: DEFAULT_SAS_PERMISSIONS,
         })
     }
 
     /// Overrides the `x-ms-version` the client sends (the SDK's default is newer than some emulators).
     pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
         self.api_version = Some(version.into());
+        self
+    }
+
+    /// Bounds the SDK's retries of every operation: at most `max_retries` retries (exponential back-off
+    /// from 200 ms, at most 2 s apart), none started later than `max_total` after the first attempt. The
+    /// SDK's default (8 retries within a minute, up to 30 s apart) makes a dead queue take well over a
+    /// minute to report, longer than a webhook caller waits for an answer.
+    pub fn with_retry(mut self, max_retries: u32, max_total: std::time::Duration) -> Self {
+        self.retry = Some(RetryLimits {
+            max_retries,
+            max_total,
+        });
+        self
+    }
+
+    /// The retry bounds set by [`Self::with_retry`], if any.
+    pub fn retry(&self) -> Option<RetryLimits> {
+        self.retry
+    }
+
+    /// Narrows the account SAS derived from an account key to `permissions` (account SAS letters, e.g.
+    /// `"a"` to add messages, `"ac"` to also create queues). No effect on SAS and Entra connections,
+    /// whose rights are fixed by whoever issued them. The default grants everything either binary does.
+    pub fn with_account_sas_permissions(mut self, permissions: &'static str) -> Self {
+        self.sas_permissions = permissions;
         self
     }
 
@@ -370,7 +419,7 @@ impl QueueConnection {
                 let expiry = now + DERIVED_SAS_LIFETIME;
                 let sas = AccountSas {
                     account,
-                    permissions: "rwdlacup",
+                    permissions: self.sas_permissions,
                     resource_types: "sco",
                     // Tolerate a few minutes of clock skew against the service.
                     start: Some(now - Duration::minutes(5)),
@@ -389,6 +438,15 @@ impl QueueConnection {
         let mut options = QueueClientOptions::default();
         if let Some(version) = &self.api_version {
             options.version = version.clone();
+        }
+        if let Some(limits) = self.retry {
+            let max_total = i64::try_from(limits.max_total.as_millis()).unwrap_or(i64::MAX);
+            options.client_options.retry = RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: limits.max_retries,
+                max_total_elapsed: azure_core::time::Duration::milliseconds(max_total),
+                max_delay: azure_core::time::Duration::seconds(2),
+                ..ExponentialRetryOptions::default()
+            });
         }
         let client = QueueClient::new(url, credential, Some(options))
             .map_err(|e| QueueError::Unavailable(redact(&format!("{e:?}"))))?;
@@ -642,6 +700,28 @@ mod tests {
             .as_str()
             .starts_with("http://127.0.0.1:12345/devstoreaccount1/portcullis?sv="));
         assert!(refresh.is_some());
+    }
+
+    #[test]
+    fn the_derived_sas_grants_what_was_asked() {
+        let text = format!("AccountName={DEV_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY}");
+        let c = QueueConnection::parse(&text).unwrap();
+        let (client, _) = c.build_client("q").unwrap();
+        assert!(client.url().as_str().contains("sp=rwdlacup&"));
+        let c = QueueConnection::parse(&text)
+            .unwrap()
+            .with_account_sas_permissions("a");
+        let (client, _) = c.build_client("q").unwrap();
+        assert!(client.url().as_str().contains("sp=a&"), "{}", client.url());
+        assert_eq!(c.retry(), None);
+        let c = c.with_retry(2, std::time::Duration::from_secs(10));
+        assert_eq!(
+            c.retry(),
+            Some(RetryLimits {
+                max_retries: 2,
+                max_total: std::time::Duration::from_secs(10)
+            })
+        );
     }
 
     #[test]

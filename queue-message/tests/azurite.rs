@@ -133,3 +133,94 @@ async fn a_message_lives_exactly_its_ttl() {
     let lifetime = message.expiration_time.unwrap() - message.insertion_time.unwrap();
     assert_eq!(lifetime.whole_seconds(), ttl);
 }
+
+/// A queue service that answers every request 503; returns its port and the number of requests so far.
+fn always_unavailable() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // Read the head and the body, so the client sees an answer rather than a reset.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if seen.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test]
+async fn with_retry_bounds_the_sdk_retries() {
+    // The SDK's default retries (8, within a minute) kept a handler request waiting ~80 s on a dead queue.
+    let (port, requests) = always_unavailable();
+    let text = format!(
+        "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};QueueEndpoint=http://127.0.0.1:{port}/{account}",
+        account = queue_message::connection::DEV_ACCOUNT,
+        key = queue_message::connection::DEV_ACCOUNT_KEY,
+    );
+    for (retries, attempts) in [(0, 1), (2, 3)] {
+        let connection = Arc::new(
+            QueueConnection::parse(&text)
+                .unwrap()
+                .with_retry(retries, std::time::Duration::from_secs(60)),
+        );
+        requests.store(0, std::sync::atomic::Ordering::SeqCst);
+        let err = connection.queue("q").send("x", 60).await.unwrap_err();
+        assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            attempts,
+            "{retries} retries"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_narrowed_account_sas_can_add_but_not_read() {
+    let azurite = Azurite::start();
+    let admin = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
+    admin.queue("narrow").create_if_missing().await.unwrap();
+    let sender = Arc::new(
+        QueueConnection::parse(&azurite.connection_string())
+            .unwrap()
+            .with_account_sas_permissions("a"),
+    );
+    let queue = sender.queue("narrow");
+    queue.send("added", 60).await.unwrap();
+    assert!(matches!(
+        queue.receive(1, 5).await,
+        Err(QueueError::Denied(_))
+    ));
+    assert!(matches!(
+        sender.queue("other").create_if_missing().await,
+        Err(QueueError::Denied(_))
+    ));
+    assert_eq!(
+        admin.queue("narrow").receive(1, 5).await.unwrap()[0].text,
+        "added"
+    );
+}
