@@ -205,3 +205,40 @@ async fn nftables_survives_an_external_flush_and_init_is_idempotent() {
     b.commit().await.unwrap();
     assert!(!lab.peer_v4_connects());
 }
+
+/// The kernel's `timeout` of `target` in the lab's nftables set `set`, in seconds.
+fn nft_timeout(lab: &Lab, set: &str, target: &str) -> Option<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "nft", "-j", "list", "set", "inet"])
+        .args(["portcullis", set])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|o| o["set"]["elem"].as_array())?
+        .iter()
+        .find(|e| e["elem"]["val"] == target)
+        .and_then(|e| e["elem"]["timeout"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nftables_text_format_takes_blocks_longer_than_1157_days() {
+    let lab = Lab::new();
+    let mut b = nft(&lab, Format::Text);
+    b.init().await.unwrap();
+    b.stage_add(entry("198.51.100.2", 2000 * 86_400));
+    b.commit().await.unwrap();
+    assert!(!lab.peer_v4_connects(), "IPv4 peer must be dropped");
+    let timeout = nft_timeout(&lab, "addr4", "198.51.100.2").expect("element listed");
+    assert!(
+        (2000 * 86_400 - 60..=2000 * 86_400 + 1).contains(&timeout),
+        "timeout {timeout}"
+    );
+}

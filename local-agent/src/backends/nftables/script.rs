@@ -56,6 +56,26 @@ pub fn ttl(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> u32 {
         .clamp(1, MAX_TIMEOUT_SECS)
 }
 
+/// A duration in nft's text syntax, largest units first (`2000d`, `1d2h3m4s`, `5s`).
+///
+/// nft 1.0.6 refuses a plain second count of 100,000,000 or more ("value too large"), which a block longer
+/// than 1157 days needs; in days it accepts anything up to [`MAX_TIMEOUT_SECS`]. Used for `timeout` (and
+/// would be for `expires`) in the text form; the JSON form takes plain seconds.
+pub fn nft_duration(secs: u32) -> String {
+    let (d, rest) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    let mut out = String::new();
+    for (n, unit) in [(d, 'd'), (h, 'h'), (m, 'm'), (s, 's')] {
+        if n > 0 {
+            let _ = write!(out, "{n}{unit}");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
 #[derive(Debug, Default)]
 struct SetOps {
     /// Flush the set first and write `upserts` as its whole content.
@@ -192,7 +212,7 @@ impl Batch {
                             if i > 0 {
                                 s.push_str(", ");
                             }
-                            let _ = write!(s, "{target} timeout {ttl}s");
+                            let _ = write!(s, "{target} timeout {}", nft_duration(*ttl));
                         }
                         s.push_str(" }\n");
                     }
@@ -302,7 +322,7 @@ mod tests {
             b.to_text(),
             "add element inet portcullis net4 { 198.51.100.0/24 }\n\
              delete element inet portcullis net4 { 198.51.100.0/24 }\n\
-             add element inet portcullis addr4 { 198.51.100.7 timeout 60s }\n\
+             add element inet portcullis addr4 { 198.51.100.7 timeout 1m }\n\
              add element inet portcullis net6 { 2001:db8::/48 timeout 30s }\n"
         );
     }
@@ -333,6 +353,37 @@ mod tests {
             "add element inet p addr6 { 2001:db8::1 }\n\
              delete element inet p addr6 { 2001:db8::1 }\n\
              add element inet p addr6 { 2001:db8::1 timeout 5s }\n"
+        );
+    }
+
+    #[test]
+    fn text_timeouts_use_days_so_nft_accepts_long_blocks() {
+        assert_eq!(nft_duration(0), "0s");
+        assert_eq!(nft_duration(5), "5s");
+        assert_eq!(nft_duration(60), "1m");
+        assert_eq!(nft_duration(90_061), "1d1h1m1s");
+        assert_eq!(nft_duration(2000 * 86_400), "2000d");
+        assert_eq!(nft_duration(MAX_TIMEOUT_SECS), "3650d");
+        // nft refuses a second count of 100,000,000 or more: no written number may get there.
+        for secs in [
+            99_999_999,
+            100_000_000,
+            2000 * 86_400 + 3599,
+            MAX_TIMEOUT_SECS,
+        ] {
+            let text = nft_duration(secs);
+            assert!(
+                text.split(|c: char| c.is_ascii_alphabetic())
+                    .filter(|n| !n.is_empty())
+                    .all(|n| n.parse::<u32>().unwrap() < 100_000_000),
+                "{text}"
+            );
+        }
+        let mut b = Batch::new("p", true);
+        b.upsert(SetName::Addr4, t("198.51.100.7"), 2000 * 86_400 + 1);
+        assert_eq!(
+            b.to_text(),
+            "add element inet p addr4 { 198.51.100.7 timeout 2000d1s }\n"
         );
     }
 
