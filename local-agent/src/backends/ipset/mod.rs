@@ -13,8 +13,8 @@
 //! of `del`/`add … timeout N` lines: not one kernel transaction as with nftables, but every line is built
 //! from parsed values and checked timeouts, so no line can stop the restore half-way (CrowdSec's ipset
 //! failures came from negative and sub-second timeouts, `reference/firewalls.md` §5–6). ipset timeouts
-//! stop at 2,147,483 s (24.8 days); longer blocks are written without a kernel timeout and expired by the
-//! agent alone.
+//! stop at 2,147,483 s (24.8 days) and `timeout 0` means permanent, so longer blocks are written with the
+//! cap: reconcile re-adds them when the kernel drops them, and the agent lifts them at their real expiry.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -192,19 +192,18 @@ pub struct Ipset {
     staged: Vec<(Target, Option<DateTime<Utc>>)>,
 }
 
-/// Kernel timeout for a block ending at `expires_at`: 1 s to [`MAX_TIMEOUT_SECS`], or 0 (no kernel
-/// timeout) for longer blocks.
+/// Kernel timeout for a block ending at `expires_at`: 1 s to [`MAX_TIMEOUT_SECS`] (24.8 days), never 0.
+///
+/// `timeout 0` means "permanent" to ipset, so a longer block is capped rather than written as 0: the kernel
+/// drops it after 24.8 days and reconcile re-adds it with a fresh timeout, while the agent still lifts it
+/// at its real expiry. A permanent entry would outlive the agent's state if the agent stopped.
 pub fn timeout_secs(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> i64 {
     let secs = (expires_at - now)
         .num_milliseconds()
         .max(0)
         .div_euclid(1000)
         + i64::from((expires_at - now).num_milliseconds().rem_euclid(1000) > 0);
-    if secs > MAX_TIMEOUT_SECS {
-        0
-    } else {
-        secs.max(1)
-    }
+    secs.clamp(1, MAX_TIMEOUT_SECS)
 }
 
 impl Ipset {
@@ -472,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_never_zero_or_negative_unless_meant_as_forever() {
+    fn timeouts_are_never_zero_or_negative() {
         let now = Utc::now();
         assert_eq!(timeout_secs(now, now + Duration::milliseconds(200)), 1);
         assert_eq!(timeout_secs(now, now - Duration::seconds(3)), 1);
@@ -482,6 +481,13 @@ mod tests {
             timeout_secs(now, now + Duration::seconds(MAX_TIMEOUT_SECS)),
             MAX_TIMEOUT_SECS
         );
-        assert_eq!(timeout_secs(now, now + Duration::days(30)), 0);
+        // Longer blocks (High severity is 30 days) are capped, never 0 (= permanent to ipset).
+        for long in [
+            Duration::seconds(MAX_TIMEOUT_SECS + 1),
+            Duration::days(30),
+            Duration::days(3650),
+        ] {
+            assert_eq!(timeout_secs(now, now + long), MAX_TIMEOUT_SECS);
+        }
     }
 }
