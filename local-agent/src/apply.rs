@@ -255,6 +255,7 @@ impl Engine {
         let mut backend = self.backend.lock().await;
         let now = Utc::now();
         let touched: BTreeSet<Target> = submission.ops.iter().map(|op| op.target).collect();
+        failpoint::hit_apply(&touched);
         let current = self.store().claims_for(touched.iter())?;
         let (budget, resume) = if submission.rate_limited {
             let (left, resume) = self.budget(now)?;

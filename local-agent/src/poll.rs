@@ -13,9 +13,14 @@
 //! - The never-block policy is applied again here; refused targets are audited and never reach the
 //!   firewall.
 //! - The batch is applied by [`Engine::apply`] (one firewall commit, then the state), and only then are
-//!   the messages deleted. A failing batch is retried with backoff through redelivery; a message that has
-//!   failed `max_dequeue_count` deliveries goes to the poison queue with the error. Rate-limit deferrals
-//!   do not count as failures.
+//!   the messages deleted. Only a message the firewall rejects *for its own content* counts towards the
+//!   poison queue: a rejected batch is retried one message at a time, and a rejection counts only if the
+//!   firewall passes its healthcheck right after. An unreachable or unhealthy firewall, or a failing state
+//!   database, is an outage: the consumer stops receiving ([`Stall`]) and probes on a backoff up to
+//!   5 minutes until it recovers, and the deliveries lost to it are excused (counted like rate-limit
+//!   deferrals, not failures). A message past `max_dequeue_count` deliveries is still tried, on its own,
+//!   and poisoned only if that attempt is rejected too, or if the agent stopped during it (so only the
+//!   message that crash-loops the agent is poisoned, not its batch neighbours).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,6 +43,17 @@ const RECEIVE_MAX: u8 = 32;
 const IDLE_START: Duration = Duration::from_millis(100);
 /// Longest sleep after errors.
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest wait between probes of a failing firewall or state database.
+const STALL_PROBE_MAX: Duration = Duration::from_secs(300);
+
+/// Why the consumer stopped receiving until something recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// The firewall is unreachable or fails its healthcheck.
+    Backend,
+    /// The state database fails.
+    Store,
+}
 
 /// Why a message went to the poison queue (metric label and audit reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +143,8 @@ pub struct Pass {
     pub kept: usize,
     /// The firewall commit failed.
     pub failed: bool,
+    /// The firewall or the state database is failing: receive nothing until it recovers.
+    pub stalled: Option<Stall>,
 }
 
 impl Consumer {
@@ -188,6 +206,7 @@ impl Consumer {
         let mut idle = IDLE_START;
         let mut error_backoff = Duration::from_secs(1);
         let mut commit_backoff = Duration::from_secs(1);
+        let mut stall_backoff = Duration::from_secs(1);
         let max_idle = self.settings.max_poll_interval.get();
         while !shutdown.is_cancelled() {
             let window = self.engine.batch_window().await;
@@ -214,6 +233,12 @@ impl Consumer {
             let full = batch.len() >= usize::from(RECEIVE_MAX);
             let pass = self.process(batch).await;
             self.count_transactions();
+            if let Some(stall) = pass.stalled {
+                self.wait_for_recovery(stall, &mut stall_backoff, &shutdown)
+                    .await;
+                continue;
+            }
+            stall_backoff = Duration::from_secs(1);
             if pass.failed {
                 tracing::warn!(
                     retry_in_s = commit_backoff.as_secs(),
@@ -228,6 +253,48 @@ impl Consumer {
             if !full {
                 // A short batch means the queue is (nearly) drained: poll again after a short breath.
                 sleep_or_cancel(Duration::from_millis(10), &shutdown).await;
+            }
+        }
+    }
+
+    /// Receives nothing until the firewall (healthcheck) or the state database (a write) works again, so an
+    /// outage does not use up the deliveries of messages that arrive during it.
+    async fn wait_for_recovery(
+        &self,
+        stall: Stall,
+        backoff: &mut Duration,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            tracing::warn!(
+                failing = ?stall,
+                retry_in_s = backoff.as_secs(),
+                "Not receiving messages until the failing part recovers; they stay queued."
+            );
+            sleep_or_cancel(*backoff, shutdown).await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            *backoff = (*backoff * 2).min(STALL_PROBE_MAX);
+            let probe = match stall {
+                Stall::Backend => self.engine.healthcheck().await.map_err(|e| e.to_string()),
+                Stall::Store => self
+                    .engine
+                    .store()
+                    .set_meta("last_store_probe_at", Utc::now().to_rfc3339())
+                    .map_err(|e| e.to_string()),
+            };
+            match probe {
+                Ok(()) => {
+                    tracing::info!(recovered = ?stall, "Recovered; receiving messages again.");
+                    return;
+                }
+                Err(e) => {
+                    if stall == Stall::Backend {
+                        self.health.backend_failed(&e);
+                    }
+                    tracing::debug!(error = %e, "Still failing.");
+                }
             }
         }
     }
@@ -335,6 +402,8 @@ impl Consumer {
             ..Submission::default()
         };
         let mut members: Vec<Received> = Vec::new();
+        // Members past their deliveries: applied one at a time after the others.
+        let mut suspects: Vec<usize> = Vec::new();
         let mut ids_in_batch: HashSet<uuid::Uuid> = HashSet::new();
         let policy = self.engine.policy();
         for r in batch {
@@ -343,16 +412,17 @@ impl Consumer {
                 Err(e) => {
                     tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
                     pass.kept += 1;
+                    pass.stalled = Some(Stall::Store);
                     continue;
                 }
             };
             let deliveries = r.dequeue_count.saturating_sub(delivery.deferrals);
-            if deliveries > self.settings.max_dequeue_count {
-                let last = delivery.last_error.unwrap_or_else(|| {
-                    "none recorded (the agent may have stopped while applying it)".to_owned()
-                });
-                let detail =
-                    format!("delivered {deliveries} times without success; last error: {last}");
+            let suspect = deliveries > self.settings.max_dequeue_count;
+            if suspect && delivery.last_error.as_deref() == Some(crate::store::SOLO_ATTEMPT) {
+                // It was being applied on its own when the agent stopped: this message stops the agent.
+                let detail = format!(
+                    "delivered {deliveries} times without success; the agent stopped while applying it on its own"
+                );
                 if self.poison(&r, PoisonReason::Failed, &detail, None).await {
                     pass.poisoned += 1;
                 } else {
@@ -405,6 +475,7 @@ impl Consumer {
                 Err(e) => {
                     tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
                     pass.kept += 1;
+                    pass.stalled = Some(Stall::Store);
                     continue;
                 }
             }
@@ -471,13 +542,59 @@ impl Consumer {
                 }),
                 events,
             });
+            if suspect {
+                suspects.push(members.len());
+            }
             members.push(r);
         }
         if members.is_empty() {
             return pass;
         }
-        self.apply_members(submission, members, &mut pass).await;
+        if suspects.is_empty() {
+            self.apply_members(submission, members, &mut pass).await;
+            return pass;
+        }
+        let rest: Vec<usize> = (0..members.len())
+            .filter(|i| !suspects.contains(i))
+            .collect();
+        let mut members: Vec<Option<Received>> = members.into_iter().map(Some).collect();
+        if !rest.is_empty() {
+            let batch = rest.iter().filter_map(|&i| members[i].take()).collect();
+            self.apply_members(subset(&submission, &rest), batch, &mut pass)
+                .await;
+        }
+        for i in suspects {
+            let Some(r) = members[i].take() else { continue };
+            if pass.stalled.is_some() {
+                self.excuse(
+                    &[r],
+                    "not tried: the firewall or the agent is failing",
+                    &mut pass,
+                );
+                continue;
+            }
+            // Recorded first, so a crash during this attempt is pinned on this message alone.
+            if let Err(e) = self.engine.store().note_solo_attempt(&r.id, Utc::now()) {
+                tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
+                pass.kept += 1;
+                pass.stalled = Some(Stall::Store);
+                continue;
+            }
+            tracing::warn!(queue_message_id = %r.id, dequeue_count = r.dequeue_count,
+                "Message past its deliveries; trying it on its own before giving up on it.");
+            self.apply_members(subset(&submission, &[i]), vec![r], &mut pass)
+                .await;
+        }
         pass
+    }
+
+    /// Leaves messages queued without counting this delivery against them (outage, agent trouble).
+    fn excuse(&self, members: &[Received], error: &str, pass: &mut Pass) {
+        let ids: Vec<String> = members.iter().map(|r| r.id.clone()).collect();
+        if let Err(e) = self.engine.store().note_excused(&ids, error, Utc::now()) {
+            tracing::error!(error = %e, "Cannot record the excused deliveries.");
+        }
+        pass.kept += members.len();
     }
 
     async fn apply_members(&self, submission: Submission, members: Vec<Received>, pass: &mut Pass) {
@@ -496,20 +613,38 @@ impl Consumer {
             Err(ApplyError::Backend(BackendError::Rejected(why))) if members.len() > 1 => {
                 // One message may be the cause: apply them one at a time so the rest go through.
                 tracing::warn!(error = %why, messages = members.len(), "Firewall rejected the batch; retrying its messages one by one.");
-                for (i, r) in members.into_iter().enumerate() {
-                    let single = single(&submission, i);
-                    Box::pin(self.apply_members(single, vec![r], pass)).await;
+                let mut left = members.into_iter().enumerate();
+                for (i, r) in left.by_ref() {
+                    Box::pin(self.apply_members(subset(&submission, &[i]), vec![r], pass)).await;
+                    if pass.stalled.is_some() {
+                        break;
+                    }
+                }
+                let rest: Vec<Received> = left.map(|(_, r)| r).collect();
+                if !rest.is_empty() {
+                    self.excuse(&rest, "not tried: the firewall is failing", pass);
                 }
             }
-            Err(e) => {
+            Err(ApplyError::Store(e)) => {
+                // The agent's own failure, not the messages': nothing counts against them, the consumer
+                // stops until the state database works again.
+                pass.failed = true;
+                pass.stalled = Some(Stall::Store);
+                tracing::error!(error = %e, messages = members.len(), "State database failed; the messages stay queued.");
+                self.excuse(&members, &format!("state database: {e}"), pass);
+            }
+            Err(ApplyError::Backend(e)) => {
                 pass.failed = true;
                 let error = e.to_string();
-                tracing::error!(error = %error, messages = members.len(), "Applying the batch failed.");
+                // A rejection is the message's fault only if the firewall is otherwise healthy; anything
+                // else (unreachable, misconfigured, failing its healthcheck) is an outage.
+                let message_specific = matches!(e, BackendError::Rejected(_))
+                    && self.engine.healthcheck().await.is_ok();
+                tracing::error!(error = %error, messages = members.len(), message_specific, "Applying the batch failed.");
                 let ids: Vec<String> = members.iter().map(|r| r.id.clone()).collect();
                 let now = Utc::now();
                 {
                     let mut store = self.engine.store();
-                    let _ = store.note_failures(&ids, &error, now);
                     let _ = store.set_meta("last_error", format!("{} {error}", now.to_rfc3339()));
                     let events: Vec<AuditEvent> = ids
                         .iter()
@@ -521,6 +656,12 @@ impl Consumer {
                         .collect();
                     let _ = store.append_audit(&events);
                 }
+                if !message_specific {
+                    pass.stalled = Some(Stall::Backend);
+                    self.excuse(&members, &error, pass);
+                    return;
+                }
+                let _ = self.engine.store().note_failures(&ids, &error, now);
                 for r in members {
                     let deferrals = self
                         .engine
@@ -528,10 +669,11 @@ impl Consumer {
                         .delivery(&r.id)
                         .map(|d| d.deferrals)
                         .unwrap_or(0);
-                    if r.dequeue_count.saturating_sub(deferrals) >= self.settings.max_dequeue_count
-                    {
-                        let detail =
-                            format!("failed {} deliveries; last error: {error}", r.dequeue_count);
+                    let deliveries = r.dequeue_count.saturating_sub(deferrals);
+                    if deliveries >= self.settings.max_dequeue_count {
+                        let detail = format!(
+                            "rejected by the firewall on {deliveries} deliveries; last error: {error}"
+                        );
                         if self.poison(&r, PoisonReason::Failed, &detail, None).await {
                             pass.poisoned += 1;
                             continue;
@@ -544,19 +686,25 @@ impl Consumer {
     }
 }
 
-/// The part of `submission` that came from group `i`, renumbered as group 0.
-fn single(submission: &Submission, i: usize) -> Submission {
+/// The part of `submission` that came from the groups `keep`, renumbered in that order.
+fn subset(submission: &Submission, keep: &[usize]) -> Submission {
+    let renumber: std::collections::HashMap<usize, usize> = keep
+        .iter()
+        .enumerate()
+        .map(|(new, &old)| (old, new))
+        .collect();
     Submission {
         ops: submission
             .ops
             .iter()
-            .filter(|op| op.group == i)
-            .map(|op| Op {
-                group: 0,
-                ..op.clone()
+            .filter_map(|op| {
+                renumber.get(&op.group).map(|&group| Op {
+                    group,
+                    ..op.clone()
+                })
             })
             .collect(),
-        groups: vec![submission.groups[i].clone()],
+        groups: keep.iter().map(|&i| submission.groups[i].clone()).collect(),
         rate_limited: submission.rate_limited,
     }
 }

@@ -241,12 +241,16 @@ pub struct Seen {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The last error of a message the agent was applying on its own when it stopped.
+pub const SOLO_ATTEMPT: &str = "the agent stopped while applying this message on its own";
+
 /// Failures and deferrals of one queue message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// Commits that failed with this message in the batch.
     pub failures: u32,
-    /// Times its new blocks were held back by the rate limit (not failures).
+    /// Deliveries that do not count against it: its new blocks were held back by the rate limit, or the
+    /// firewall or the agent itself was failing.
     pub deferrals: u32,
     /// The last failure.
     pub last_error: Option<String>,
@@ -649,6 +653,48 @@ impl Store {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a delivery that failed through no fault of the message (firewall unreachable or failing
+    /// its healthcheck, agent's own trouble): counted like a deferral, so it does not bring the message
+    /// closer to the poison queue, with `error` kept as the last error.
+    pub fn note_excused(
+        &mut self,
+        queue_message_ids: &[String],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO deliveries (queue_message_id, failures, deferrals, last_error, updated_at) \
+                 VALUES (?1, 0, 1, ?2, ?3) ON CONFLICT (queue_message_id) DO UPDATE SET \
+                 deferrals = deferrals + 1, last_error = excluded.last_error, updated_at = excluded.updated_at",
+            )?;
+            for id in queue_message_ids {
+                stmt.execute(params![id, error, ms(now)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a queue message as being applied on its own, after it exceeded its deliveries: if the agent
+    /// stops before the outcome is recorded, the next delivery finds [`SOLO_ATTEMPT`] as its last error and
+    /// knows this message (not a batch neighbour) stopped it.
+    pub fn note_solo_attempt(
+        &mut self,
+        queue_message_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO deliveries (queue_message_id, failures, deferrals, last_error, updated_at) \
+                 VALUES (?1, 0, 0, ?2, ?3) ON CONFLICT (queue_message_id) DO UPDATE SET \
+                 last_error = excluded.last_error, updated_at = excluded.updated_at",
+            )?
+            .execute(params![queue_message_id, SOLO_ATTEMPT, ms(now)])?;
         Ok(())
     }
 

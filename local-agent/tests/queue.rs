@@ -428,3 +428,88 @@ async fn check_fails_clearly_on_the_first_problem() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("conection"));
 }
+
+/// D1: blocks arriving while the firewall is down for longer than `max_dequeue_count` visibility timeouts
+/// are applied once it recovers; the outage does not use up their deliveries and nothing is poisoned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_outage_longer_than_the_delivery_limit_poisons_nothing() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "max_dequeue_count = 2");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("visibility_timeout = \"3s\"", "visibility_timeout = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    let down = env.dir.path().join("backend-down");
+    std::fs::write(&down, "").unwrap();
+    let agent = AgentProcess::start(
+        &config,
+        &[("PORTCULLIS_FAIL_BACKEND_WHILE", down.to_str().unwrap())],
+    );
+
+    let first = env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1");
+    env.send(&first).await;
+    assert!(
+        eventually(WAIT, || audit_count(&config, "failed") >= 1),
+        "the outage never hit a commit"
+    );
+    let second = env.message(Action::Block, &["198.51.100.8"], Span::hours(1), "2");
+    env.send(&second).await;
+    // Well past max_dequeue_count × visibility_timeout: without the stall both would be poisoned by now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(listed(&config).is_empty(), "nothing can apply while down");
+    std::fs::remove_file(&down).unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(60), || listed_targets(&config)
+            == ["198.51.100.7", "198.51.100.8"]),
+        "not applied after recovery: {:?}\n{}",
+        listed(&config),
+        agent.log()
+    );
+    assert!(eventually_async(WAIT, || async { env.queued().await == 0 }).await);
+    assert_eq!(audit_count(&config, "poisoned"), 0, "{}", agent.log());
+    assert!(env.drain_poison().await.is_empty());
+}
+
+/// D10b: a message that stops the agent every time it is applied is poisoned on its own; the innocent
+/// message received in the same batch is applied, not poisoned with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_message_that_crash_loops_the_agent_is_poisoned() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "max_dequeue_count = 1");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("visibility_timeout = \"3s\"", "visibility_timeout = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    let innocent = env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1");
+    let culprit = env.message(Action::Block, &["198.51.100.66"], Span::hours(1), "2");
+    // Both queued before the agent starts, so the first receive takes them in one batch.
+    env.send(&innocent).await;
+    env.send(&culprit).await;
+    let crash = [("PORTCULLIS_FAILPOINT", "apply:198.51.100.66")];
+    for run in 1..=2 {
+        let mut agent = AgentProcess::start(&config, &crash);
+        assert!(
+            agent.wait_for_log("FAILPOINT apply:198.51.100.66 reached", WAIT),
+            "run {run}: {}",
+            agent.log()
+        );
+        agent.kill9();
+    }
+    let agent = AgentProcess::start(&config, &crash);
+    let poisoned = env.poisoned(1, WAIT).await;
+    assert_eq!(poisoned.len(), 1, "{poisoned:?}\n{}", agent.log());
+    assert!(
+        poisoned[0].ends_with(&culprit.encode(&env.key)),
+        "{}",
+        poisoned[0]
+    );
+    assert!(poisoned[0].contains("stopped while applying it on its own"));
+    assert!(
+        eventually(WAIT, || listed_targets(&config) == ["198.51.100.7"]),
+        "{:?}",
+        listed(&config)
+    );
+    assert!(eventually_async(WAIT, || async { env.queued().await == 0 }).await);
+    assert!(env.drain_poison().await.is_empty());
+}

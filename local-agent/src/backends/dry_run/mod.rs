@@ -52,6 +52,11 @@ pub async fn build(config: DryRunConfig) -> Result<Box<dyn Backend>, BackendErro
     Ok(Box::new(DryRun::new(config)))
 }
 
+/// The error of a simulated outage ([`crate::failpoint::backend_down`], debug builds only).
+fn simulated_outage() -> BackendError {
+    BackendError::Unreachable("simulated outage (PORTCULLIS_FAIL_BACKEND_WHILE)".to_owned())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Change {
     Add(DateTime<Utc>),
@@ -119,6 +124,9 @@ impl Backend for DryRun {
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
         let staged = std::mem::take(&mut self.staged);
+        if crate::failpoint::backend_down() {
+            return Err(simulated_outage());
+        }
         if staged.is_empty() {
             return Ok(CommitStats::default());
         }
@@ -157,6 +165,9 @@ impl Backend for DryRun {
     }
 
     async fn list(&mut self) -> Result<Vec<Target>, BackendError> {
+        if crate::failpoint::backend_down() {
+            return Err(simulated_outage());
+        }
         let now = Utc::now();
         // Like a kernel set with timeouts, expired entries are gone.
         self.held.retain(|_, expires_at| *expires_at > now);
@@ -164,6 +175,9 @@ impl Backend for DryRun {
     }
 
     async fn healthcheck(&mut self) -> Result<(), BackendError> {
+        if crate::failpoint::backend_down() {
+            return Err(simulated_outage());
+        }
         Ok(())
     }
 
