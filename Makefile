@@ -37,7 +37,8 @@ package:
 
 ## Benchmarks (see BENCHMARKS.md); not part of `make test`.
 bench: tools
-	@bash scripts/bench.sh
+	@bash scripts/bench-handler.sh
+	@bash scripts/bench-agent.sh
 
 clean:
 	$(CARGO) clean
