@@ -243,7 +243,7 @@ impl Engine {
             }
             Err(e) => {
                 self.metrics.commit_failures.inc();
-                self.health.backend_failed(&e.to_string());
+                self.health.commit_failed(&e.to_string());
                 Err(e)
             }
         }
@@ -492,6 +492,7 @@ impl Engine {
         if !missing.is_empty() || !extra.is_empty() {
             self.commit(&mut backend).await?;
         } else {
+            // Reachable and listing, but no write was made: a failing commit stays reported.
             self.health.backend_ok(false);
         }
         let mut events = Vec::new();

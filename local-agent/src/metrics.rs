@@ -346,6 +346,14 @@ pub struct LiveStatus {
     queue_failing_since: Option<Instant>,
     #[serde(skip)]
     backend_failing_since: Option<Instant>,
+    /// Commits failing since then; only a successful commit clears it (a reconcile that finds nothing to
+    /// change, or a passing healthcheck, is no evidence the firewall accepts writes).
+    #[serde(skip)]
+    commit_failing_since: Option<Instant>,
+    /// Poison-queue sends failing since then; only a successful send clears it (receives from the main
+    /// queue say nothing about the poison queue).
+    #[serde(skip)]
+    poison_failing_since: Option<Instant>,
 }
 
 /// The daemon's health, shared between tasks.
@@ -387,15 +395,44 @@ impl Health {
         });
     }
 
-    /// A commit succeeded (or the backend came up).
+    /// A commit succeeded (`committed`), or the backend came up or answered without a write (this clears
+    /// reachability problems but not a failing commit).
     pub fn backend_ok(&self, committed: bool) {
         self.with(|l| {
             if committed {
                 l.last_commit = Some(Utc::now());
+                l.commit_failing_since = None;
             }
             l.backend_ready = true;
             l.backend_failing_since = None;
         });
+    }
+
+    /// A firewall commit failed; stays reported until a commit succeeds.
+    pub fn commit_failed(&self, error: &str) {
+        self.with(|l| {
+            l.last_error = Some((Utc::now(), format!("firewall commit: {error}")));
+            l.commit_failing_since.get_or_insert_with(Instant::now);
+        });
+    }
+
+    /// The failed commit was rejected for one message's content while the firewall is otherwise healthy
+    /// (that message goes its own way); the firewall is not failing.
+    pub fn commit_rejection_was_the_message(&self) {
+        self.with(|l| l.commit_failing_since = None);
+    }
+
+    /// Sending to the poison queue failed; stays reported until a poison send succeeds.
+    pub fn poison_failed(&self, error: &str) {
+        self.with(|l| {
+            l.last_error = Some((Utc::now(), format!("poison queue: {error}")));
+            l.poison_failing_since.get_or_insert_with(Instant::now);
+        });
+    }
+
+    /// A message was sent to the poison queue.
+    pub fn poison_ok(&self) {
+        self.with(|l| l.poison_failing_since = None);
     }
 
     /// A backend operation failed.
@@ -439,6 +476,22 @@ impl Health {
                 if since.elapsed() >= after {
                     problems.push(format!(
                         "firewall failing for {}s: {error}",
+                        since.elapsed().as_secs()
+                    ));
+                }
+            }
+            if let Some(since) = l.commit_failing_since {
+                if since.elapsed() >= after {
+                    problems.push(format!(
+                        "firewall commits failing for {}s: {error}",
+                        since.elapsed().as_secs()
+                    ));
+                }
+            }
+            if let Some(since) = l.poison_failing_since {
+                if since.elapsed() >= after {
+                    problems.push(format!(
+                        "poison queue failing for {}s: {error}",
                         since.elapsed().as_secs()
                     ));
                 }
@@ -565,5 +618,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(metrics.status(), StatusCode::OK);
+    }
+
+    fn healthz(health: &Arc<Health>) -> impl std::future::Future<Output = StatusCode> {
+        let app = router(
+            Arc::new(Metrics::default()),
+            Arc::clone(health),
+            Duration::ZERO,
+        );
+        async move {
+            app.oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_commits_stay_unhealthy_until_a_commit_succeeds() {
+        let health = Arc::new(Health::default());
+        health.backend_ok(false);
+        assert_eq!(healthz(&health).await, StatusCode::OK);
+        health.commit_failed("nft: Operation not permitted");
+        assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
+        // A reconcile that finds no drift (no write) proves nothing about commits.
+        health.backend_ok(false);
+        let problems = health.problems(Duration::ZERO);
+        assert!(
+            problems.iter().any(|p| p.contains("commits failing")),
+            "{problems:?}"
+        );
+        assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
+        health.backend_ok(true);
+        assert_eq!(healthz(&health).await, StatusCode::OK);
+        // A rejection pinned on one message does not make the firewall unhealthy.
+        health.commit_failed("bad element");
+        health.commit_rejection_was_the_message();
+        assert_eq!(healthz(&health).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_failing_poison_queue_stays_reported_until_a_send_succeeds() {
+        let health = Arc::new(Health::default());
+        health.poison_failed("QueueNotFound");
+        assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
+        // Receiving from the main queue says nothing about the poison queue.
+        health.queue_ok();
+        assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
+        health.poison_ok();
+        assert_eq!(healthz(&health).await, StatusCode::OK);
+    }
+
+    #[test]
+    fn problems_wait_for_the_threshold() {
+        let health = Health::default();
+        health.commit_failed("boom");
+        health.poison_failed("gone");
+        assert!(health.problems(Duration::from_secs(3600)).is_empty());
+        assert_eq!(health.problems(Duration::ZERO).len(), 2);
     }
 }

@@ -286,6 +286,10 @@ impl Consumer {
             };
             match probe {
                 Ok(()) => {
+                    if stall == Stall::Backend {
+                        // Reachable again; a failing commit stays reported until a commit succeeds.
+                        self.health.backend_ok(false);
+                    }
                     tracing::info!(recovered = ?stall, "Recovered; receiving messages again.");
                     return;
                 }
@@ -350,11 +354,12 @@ impl Consumer {
         let text = poison_text(self.queue.name(), r, reason, detail);
         if let Err(e) = self.poison.send(&text, POISON_TTL_SECS).await {
             self.metrics.queue_errors.inc();
-            self.health.queue_failed(&e.to_string());
+            self.health.poison_failed(&e.to_string());
             tracing::error!(error = %e, poison_queue = %self.poison.name(), queue_message_id = %r.id,
                 "Cannot write to the poison queue; the message stays queued.");
             return false;
         }
+        self.health.poison_ok();
         self.delete(r).await;
         self.metrics.messages_poisoned.add(reason.code(), 1);
         let mut event = AuditEvent::new(EventKind::Poisoned, Utc::now())
@@ -656,7 +661,9 @@ impl Consumer {
                         .collect();
                     let _ = store.append_audit(&events);
                 }
-                if !message_specific {
+                if message_specific {
+                    self.health.commit_rejection_was_the_message();
+                } else {
                     pass.stalled = Some(Stall::Backend);
                     self.excuse(&members, &error, pass);
                     return;
