@@ -83,7 +83,9 @@ impl MikrotikBackend {
                     .as_deref()
                     .and_then(parse_timeout)
                     .and_then(|left| chrono::Duration::from_std(left).ok())
-                    .map(|left| now + left);
+                    // A router reporting an absurd timeout must not overflow the clock (a panic here
+                    // would crash-loop the agent); unreadable counts as unknown.
+                    .and_then(|left| now.checked_add_signed(left));
                 if let Some(duplicate) = entries.insert(
                     target,
                     Owned {

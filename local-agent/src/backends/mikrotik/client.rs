@@ -136,8 +136,13 @@ pub fn parse_timeout(text: &str) -> Option<Duration> {
     }
     let h: u64 = parts[0].parse().ok()?;
     let m: u64 = parts[1].parse().ok()?;
-    let s: f64 = parts[2].parse().ok()?;
-    total += Duration::from_secs(h * 3600 + m * 60) + Duration::from_secs_f64(s);
+    // Seconds may carry a fraction; `-1`, `inf`, `NaN` and overflowing values are unreadable, not panics.
+    let s = Duration::try_from_secs_f64(parts[2].parse().ok()?).ok()?;
+    if parts[2].starts_with(['-', '+']) {
+        return None;
+    }
+    let hm = h.checked_mul(3600)?.checked_add(m.checked_mul(60)?)?;
+    total = total.checked_add(Duration::from_secs(hm))?.checked_add(s)?;
     Some(total)
 }
 
@@ -156,15 +161,16 @@ fn parse_units(text: &str) -> Option<Duration> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        total += match unit {
-            "w" => Duration::from_secs(value * 604_800),
-            "d" => Duration::from_secs(value * 86_400),
-            "h" => Duration::from_secs(value * 3600),
-            "m" => Duration::from_secs(value * 60),
+        let part = match unit {
+            "w" => Duration::from_secs(value.checked_mul(604_800)?),
+            "d" => Duration::from_secs(value.checked_mul(86_400)?),
+            "h" => Duration::from_secs(value.checked_mul(3600)?),
+            "m" => Duration::from_secs(value.checked_mul(60)?),
             "s" => Duration::from_secs(value),
             "ms" => Duration::from_millis(value),
             _ => return None,
         };
+        total = total.checked_add(part)?;
     }
     Some(total)
 }

@@ -61,3 +61,42 @@ fn routeros_time_syntax_round_trips() {
     assert_eq!(parse_timeout("soon"), None);
     assert!(MAX_TIMEOUT > Duration::from_secs(200 * 86_400));
 }
+
+#[test]
+fn hostile_times_are_unreadable_not_panics() {
+    for text in [
+        "00:00:-1",
+        "00:00:inf",
+        "00:00:NaN",
+        "00:00:1e300",
+        "00:00:+5",
+        "18446744073709551615:00:00",
+        "00:18446744073709551615:00",
+        "99999999999999999999:00:00",
+        "18446744073709551615w",
+        "18446744073709551615d",
+        "18446744073709551615s18446744073709551615s",
+        "1w00:00:-1",
+        "1w18446744073709551615:00:00",
+        "18446744073709551615s18446744073709551615:00:00",
+        ":",
+        "::",
+        "inf",
+        "-1s",
+        "1x",
+    ] {
+        assert_eq!(parse_timeout(text), None, "{text:?}");
+    }
+    assert_eq!(
+        parse_timeout("00:00:05.5"),
+        Some(Duration::from_millis(5500))
+    );
+    // Readable but absurd: the caller's clock arithmetic must not overflow either.
+    let huge = parse_timeout("30500000000000w").unwrap();
+    let left = chrono::Duration::from_std(huge).ok();
+    assert!(left.is_none_or(|l| chrono::Utc::now().checked_add_signed(l).is_none()));
+    assert_eq!(
+        parse_timeout("1d00:00:01"),
+        Some(Duration::from_secs(86_401))
+    );
+}
