@@ -229,13 +229,41 @@ pub enum Connection {
     },
 }
 
+/// What kind of connection text this is, naming nothing secret: never a prefix of the text itself (a
+/// connection string may start with `AccountKey=…`), only the recognised kind and, for a SAS URL, its host
+/// and path.
+fn describe_connection_text(text: &str) -> String {
+    let text = text.trim();
+    if let Ok(url) = url::Url::parse(text) {
+        if matches!(url.scheme(), "http" | "https") {
+            return format!(
+                "SAS URL for {}{}",
+                url.host_str().unwrap_or("?"),
+                url.path()
+            );
+        }
+    }
+    let has = |key: &str| {
+        text.split(';').any(|part| {
+            part.split_once('=')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+        })
+    };
+    if has("UseDevelopmentStorage") {
+        "development storage connection string".to_owned()
+    } else if has("AccountKey") {
+        "account-key connection string".to_owned()
+    } else if has("SharedAccessSignature") {
+        "SAS connection string".to_owned()
+    } else {
+        "unrecognised connection text".to_owned()
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Text(text) => {
-                let shown = text.split(['?', ';']).next().unwrap_or_default().to_owned();
-                write!(f, "Text({shown}…<redacted>)")
-            }
+            Self::Text(text) => write!(f, "Text({}, <redacted>)", describe_connection_text(text)),
             Self::ClientSecret {
                 service_uri,
                 tenant_id,
@@ -921,5 +949,34 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key, "queue.name");
+    }
+
+    #[test]
+    fn debug_of_a_connection_text_shows_its_kind_never_a_secret() {
+        let key = "c2VjcmV0LWtleS1ieXRlcw==";
+        for (text, kind) in [
+            (
+                format!("AccountKey={key};AccountName=acct;DefaultEndpointsProtocol=https"),
+                "account-key connection string",
+            ),
+            (
+                format!("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key}"),
+                "account-key connection string",
+            ),
+            (
+                format!("SharedAccessSignature=sv=2022&sig={key};QueueEndpoint=https://a.queue.core.windows.net"),
+                "SAS connection string",
+            ),
+            (
+                format!("https://acct.queue.core.windows.net/portcullis?sv=2022&sig={key}"),
+                "SAS URL for acct.queue.core.windows.net/portcullis",
+            ),
+            (key.to_owned(), "unrecognised connection text"),
+        ] {
+            let shown = format!("{:?}", Connection::Text(text.clone()));
+            assert!(shown.contains(kind), "{shown}");
+            assert!(!shown.contains(key), "{shown}");
+            assert!(!shown.contains("sig="), "{shown}");
+        }
     }
 }

@@ -351,6 +351,17 @@ impl Consumer {
         detail: &str,
         message_id: Option<String>,
     ) -> bool {
+        // Audit first: a crash after the send or the delete must not lose the record of why (a crash
+        // before them redelivers the message and audits it again).
+        let mut event = AuditEvent::new(EventKind::Poisoned, Utc::now())
+            .queue_message(r.id.clone())
+            .reason(format!("{}: {detail}", reason.code()));
+        if let Some(id) = message_id {
+            event = event.message(id);
+        }
+        if let Err(e) = self.engine.store().append_audit(&[event]) {
+            tracing::error!(error = %e, "Cannot write the audit log.");
+        }
         let text = poison_text(self.queue.name(), r, reason, detail);
         if let Err(e) = self.poison.send(&text, POISON_TTL_SECS).await {
             self.metrics.queue_errors.inc();
@@ -362,15 +373,6 @@ impl Consumer {
         self.health.poison_ok();
         self.delete(r).await;
         self.metrics.messages_poisoned.add(reason.code(), 1);
-        let mut event = AuditEvent::new(EventKind::Poisoned, Utc::now())
-            .queue_message(r.id.clone())
-            .reason(format!("{}: {detail}", reason.code()));
-        if let Some(id) = message_id {
-            event = event.message(id);
-        }
-        if let Err(e) = self.engine.store().append_audit(&[event]) {
-            tracing::error!(error = %e, "Cannot write the audit log.");
-        }
         tracing::warn!(reason = reason.code(), detail, queue_message_id = %r.id, "Message moved to the poison queue.");
         true
     }
@@ -382,8 +384,7 @@ impl Consumer {
         detail: String,
         message_id: String,
     ) {
-        self.delete(r).await;
-        self.metrics.messages_discarded.add(reason, 1);
+        // Audit first, then delete: a crash in between redelivers and audits again, never loses it.
         let event = AuditEvent::new(EventKind::Discarded, Utc::now())
             .queue_message(r.id.clone())
             .message(message_id)
@@ -391,6 +392,8 @@ impl Consumer {
         if let Err(e) = self.engine.store().append_audit(&[event]) {
             tracing::error!(error = %e, "Cannot write the audit log.");
         }
+        self.delete(r).await;
+        self.metrics.messages_discarded.add(reason, 1);
         tracing::info!(reason, detail, queue_message_id = %r.id, "Message deleted without effect.");
     }
 
