@@ -95,6 +95,9 @@ pub struct Engine {
     health: Arc<Health>,
     /// Woken when the earliest expiry may have moved.
     pub expiry_changed: Notify,
+    /// Targets committed to the firewall whose record in the state failed: reconcile must not lift them
+    /// (the state is behind, not the firewall); the redelivered message records them.
+    unrecorded: Mutex<BTreeSet<Target>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,6 +133,7 @@ impl Engine {
             metrics,
             health,
             expiry_changed: Notify::new(),
+            unrecorded: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -349,13 +353,31 @@ impl Engine {
             }
             events.push(e);
         }
-        self.store().record(&Record {
-            claims: Some(&plan.claims),
-            events,
-            seen,
-            delivered,
-            meta: vec![("last_commit_at", now.to_rfc3339())],
-        })?;
+        let recorded = if failpoint::record_fails() {
+            Err(StoreError::Corrupt(
+                "simulated failure (PORTCULLIS_FAIL_RECORD_WHILE)".to_owned(),
+            ))
+        } else {
+            self.store().record(&Record {
+                claims: Some(&plan.claims),
+                events,
+                seen,
+                delivered,
+                meta: vec![("last_commit_at", now.to_rfc3339())],
+            })
+        };
+        if let Err(e) = recorded {
+            // The firewall holds what the state does not know yet; keep reconcile's hands off it.
+            lock(&self.unrecorded).extend(plan.add.iter().map(|entry| entry.target));
+            tracing::error!(error = %e, "Firewall committed but the state could not record it; the entries stay and the messages stay queued.");
+            return Err(e.into());
+        }
+        {
+            let mut unrecorded = lock(&self.unrecorded);
+            for target in &touched {
+                unrecorded.remove(target);
+            }
+        }
         if !deferred_ids.is_empty() {
             self.store().note_deferrals(&deferred_ids, now)?;
             self.metrics
@@ -481,7 +503,13 @@ impl Engine {
             }
         }
         let mut extra = Vec::new();
+        let unrecorded = lock(&self.unrecorded).clone();
         for target in &actual {
+            if unrecorded.contains(target) {
+                // Committed, but its record failed: the state is behind, the block is wanted.
+                tracing::warn!(%target, "Keeping a firewall entry whose record in the state failed.");
+                continue;
+            }
             if desired.binary_search_by_key(target, |(t, _)| *t).is_err() {
                 backend.stage_remove(*target);
                 extra.push(*target);

@@ -54,3 +54,17 @@ pub fn hit_apply<'a>(targets: impl IntoIterator<Item = &'a queue_message::Target
 /// Does nothing in release builds.
 #[cfg(not(debug_assertions))]
 pub fn hit_apply<'a>(_targets: impl IntoIterator<Item = &'a queue_message::Target>) {}
+
+/// True while the file named by `PORTCULLIS_FAIL_RECORD_WHILE` exists (debug builds only): recording a
+/// committed batch in the state database fails, for the store-failure tests.
+#[cfg(debug_assertions)]
+pub fn record_fails() -> bool {
+    std::env::var_os("PORTCULLIS_FAIL_RECORD_WHILE")
+        .is_some_and(|path| std::path::Path::new(&path).exists())
+}
+
+/// Never in release builds.
+#[cfg(not(debug_assertions))]
+pub fn record_fails() -> bool {
+    false
+}

@@ -513,3 +513,48 @@ async fn only_the_message_that_crash_loops_the_agent_is_poisoned() {
     assert!(eventually_async(WAIT, || async { env.queued().await == 0 }).await);
     assert!(env.drain_poison().await.is_empty());
 }
+
+/// D7: when the state cannot record a committed block, the message does not count towards the poison
+/// queue, reconcile does not lift the committed entry, and once the state works the block is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_record_after_a_commit_neither_poisons_nor_lifts_the_block() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "max_dequeue_count = 1");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("visibility_timeout = \"3s\"", "visibility_timeout = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    let broken = env.dir.path().join("store-broken");
+    std::fs::write(&broken, "").unwrap();
+    let agent = AgentProcess::start(
+        &config,
+        &[("PORTCULLIS_FAIL_RECORD_WHILE", broken.to_str().unwrap())],
+    );
+    let m = env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1");
+    env.send(&m).await;
+    assert!(
+        agent.wait_for_log("the state could not record it", WAIT),
+        "{}",
+        agent.log()
+    );
+    // A reconcile (done when `sync` returns) now sees an entry the state does not know; it must keep it.
+    let synced = cli_ok(&config, &["sync"]);
+    assert!(synced.contains(" 0 removed"), "{synced}");
+    // Past max_dequeue_count deliveries' worth of visibility timeouts while the store fails.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::fs::remove_file(&broken).unwrap();
+    assert!(
+        eventually(WAIT, || listed_targets(&config) == ["198.51.100.7"]),
+        "{:?}\n{}",
+        listed(&config),
+        agent.log()
+    );
+    assert!(eventually_async(WAIT, || async { env.queued().await == 0 }).await);
+    assert_eq!(audit_count(&config, "poisoned"), 0, "{}", agent.log());
+    let lifted: Vec<_> = audit(&config)
+        .into_iter()
+        .filter(|e| e["event"] == "reconciled")
+        .filter(|e| !e["detail"].as_str().unwrap_or("").contains("removed 0"))
+        .collect();
+    assert!(lifted.is_empty(), "reconcile lifted the block: {lifted:?}");
+}
