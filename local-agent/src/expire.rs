@@ -57,7 +57,11 @@ pub async fn refresh_host_addresses(engine: &Engine, runner: &Runner, enabled: b
     if !enabled {
         return;
     }
-    let addrs = hostaddr::discover(runner).await;
+    let Some(addrs) = hostaddr::discover(runner).await else {
+        // An empty set would drop the protection of the host itself; the last known addresses stay.
+        tracing::warn!("Cannot read this host's own addresses; keeping the previous protections.");
+        return;
+    };
     tracing::debug!(count = addrs.len(), addresses = ?addrs, "Host addresses protected from blocking.");
     engine.set_host_addresses(hostaddr::as_nets(&addrs));
 }
@@ -99,5 +103,38 @@ pub async fn run_reconcile(
         if let Err(e) = reconcile_once(&engine, &runner, protect_host, audit_retention).await {
             tracing::warn!(error = %e, "Reconcile failed; will try again.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::dry_run::{DryRun, DryRunConfig};
+    use crate::metrics::{Health, Metrics};
+    use crate::store::Store;
+    use queue_message::{NeverBlock, Target};
+
+    #[tokio::test]
+    async fn failed_discovery_keeps_the_previous_host_protections() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(
+            Box::new(DryRun::new(DryRunConfig::default())),
+            Store::open(&dir.path().join("state.db")).unwrap(),
+            NeverBlock::new(Vec::new(), vec!["203.0.113.0/24".parse().unwrap()], 16, 32),
+            100,
+            Arc::new(Metrics::default()),
+            Arc::new(Health::default()),
+        );
+        let host = Target::parse("203.0.113.9").unwrap();
+        assert!(engine.check(&host).is_ok());
+        engine.set_host_addresses(vec!["203.0.113.9/32".parse().unwrap()]);
+        assert!(engine.check(&host).is_err());
+        // Every read fails in a namespace that does not exist: discovery finds nothing.
+        let broken = Runner::new(Some("portcullis-test-no-such-netns".to_owned()));
+        refresh_host_addresses(&engine, &broken, true).await;
+        assert!(
+            engine.check(&host).is_err(),
+            "the host lost its protection because discovery failed"
+        );
     }
 }

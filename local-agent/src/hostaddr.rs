@@ -2,7 +2,10 @@
 //! configured DNS servers.
 //!
 //! Read from `/proc/net/fib_trie` (local IPv4 addresses), `/proc/net/if_inet6`, `/proc/net/route`,
-//! `/proc/net/ipv6_route` and `/etc/resolv.conf`, so it works on BusyBox systems without `ip -j`. When the
+//! `/proc/net/ipv6_route`, `/etc/resolv.conf` and `/run/systemd/resolve/resolv.conf` (the real upstream
+//! servers behind systemd-resolved's `127.0.0.53` stub), so it works on BusyBox systems without `ip -j`;
+//! default routes of every routing table (policy routing) come from `ip route show table all` where `ip`
+//! exists. When the
 //! firewall lives in another network namespace, the files are read through the same
 //! [`Runner`] (`ip netns exec NAME cat …`), so the namespace's own view is
 //! used. Refreshed at every reconcile (DHCP changes addresses).
@@ -14,14 +17,22 @@ use ipnet::IpNet;
 
 use crate::backends::exec::Runner;
 
-/// Discovers this host's addresses. Missing files are skipped (not every system has IPv6).
-pub async fn discover(runner: &Runner) -> BTreeSet<IpAddr> {
+/// systemd-resolved's stub listener: loopback (never blockable anyway), not a server worth listing.
+const RESOLVED_STUB: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53));
+
+/// Discovers this host's addresses. Missing files are skipped (not every system has IPv6). `None` when
+/// the interface addresses cannot be read at all, or nothing is found: the caller keeps the protections
+/// it has rather than replacing them with an empty set.
+pub async fn discover(runner: &Runner) -> Option<BTreeSet<IpAddr>> {
     let mut found = BTreeSet::new();
     let read = |path: &'static str| async move { runner.read_file(path).await.ok() };
+    let mut interfaces_read = false;
     if let Some(text) = read("/proc/net/fib_trie").await {
+        interfaces_read = true;
         found.extend(local_v4_from_fib_trie(&text));
     }
     if let Some(text) = read("/proc/net/if_inet6").await {
+        interfaces_read = true;
         found.extend(v6_from_if_inet6(&text));
     }
     if let Some(text) = read("/proc/net/route").await {
@@ -30,10 +41,56 @@ pub async fn discover(runner: &Runner) -> BTreeSet<IpAddr> {
     if let Some(text) = read("/proc/net/ipv6_route").await {
         found.extend(gateways_v6(&text));
     }
-    if let Some(text) = read("/etc/resolv.conf").await {
-        found.extend(nameservers(&text));
+    // /proc/net/route shows the main table only; policy routing puts default routes in others.
+    for family in ["-4", "-6"] {
+        if let Ok(out) = runner
+            .run_ok("ip", &[family, "route", "show", "table", "all"], None)
+            .await
+        {
+            found.extend(default_gateways(&out.stdout));
+        }
     }
-    found
+    for path in ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"] {
+        if let Some(text) = read(path).await {
+            found.extend(nameservers(&text));
+        }
+    }
+    (interfaces_read && !found.is_empty()).then_some(found)
+}
+
+/// `ip route show table all`: the next hops (`via`) of every `default` route in any table, multipath
+/// `nexthop` continuation lines included.
+pub fn default_gateways(text: &str) -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    let mut in_default = false;
+    for line in text.lines() {
+        let continuation = line.starts_with([' ', '\t']);
+        if !continuation {
+            let mut words = line.split_whitespace();
+            let first = words.next();
+            // `unicast default …` / `default …`; other route types (blackhole, unreachable) have no hop.
+            in_default = first == Some("default")
+                || (first == Some("unicast") && words.next() == Some("default"));
+        }
+        if !in_default {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if *word != "via" {
+                continue;
+            }
+            // `via inet6 fe80::1` (an IPv4 route through an IPv6 next hop) names the family first.
+            let hop = match words.get(i + 1) {
+                Some(&"inet" | &"inet6") => words.get(i + 2),
+                other => other,
+            };
+            if let Some(addr) = hop.and_then(|h| h.split('%').next()?.parse().ok()) {
+                out.insert(addr);
+            }
+        }
+    }
+    out
 }
 
 /// The addresses as host networks for the allowlist.
@@ -114,6 +171,7 @@ pub fn nameservers(text: &str) -> BTreeSet<IpAddr> {
                 .flatten()
         })
         .filter_map(|a| a.split('%').next()?.parse().ok())
+        .filter(|a| *a != RESOLVED_STUB)
         .collect()
 }
 
@@ -149,5 +207,33 @@ mod tests {
     fn reads_nameservers() {
         let text = "# comment\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch lan\n";
         assert_eq!(nameservers(text), set(&["192.0.2.53", "fe80::1"]));
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\n";
+        assert!(nameservers(stub).is_empty());
+    }
+
+    #[test]
+    fn reads_default_routes_of_every_table() {
+        let v4 = "default via 192.0.2.1 dev eth0 proto dhcp metric 100\n\
+                  default via 198.51.100.1 dev wg0 table 51820\n\
+                  default table 200 proto static metric 10\n\
+                  \tnexthop via 203.0.113.1 dev eth1 weight 1\n\
+                  \tnexthop via 203.0.113.2 dev eth2 weight 1\n\
+                  192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.9\n\
+                  unreachable default table 300\n\
+                  local 192.0.2.9 dev eth0 table local proto kernel scope host src 192.0.2.9\n\
+                  default via inet6 fe80::1 dev eth3 table 400\n";
+        assert_eq!(
+            default_gateways(v4),
+            set(&[
+                "192.0.2.1",
+                "198.51.100.1",
+                "203.0.113.1",
+                "203.0.113.2",
+                "fe80::1"
+            ])
+        );
+        let v6 = "default via fe80::1%eth0 dev eth0 metric 1024 pref medium\n\
+                  2001:db8::/64 via 2001:db8::99 dev eth0\n";
+        assert_eq!(default_gateways(v6), set(&["fe80::1"]));
     }
 }
