@@ -98,6 +98,12 @@ pub struct Engine {
     /// Targets committed to the firewall whose record in the state failed: reconcile must not lift them
     /// (the state is behind, not the firewall); the redelivered message records them.
     unrecorded: Mutex<BTreeSet<Target>>,
+    /// This host's own addresses (never blocked).
+    host_nets: Mutex<Vec<ipnet::IpNet>>,
+    /// Host names of the services the agent needs (queue endpoints, the Entra login host).
+    service_hosts: Mutex<Vec<String>>,
+    /// Their resolved addresses, per host name (never blocked: blocking them locks the agent out).
+    own_service: Mutex<BTreeMap<String, Vec<ipnet::IpNet>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,6 +140,9 @@ impl Engine {
             health,
             expiry_changed: Notify::new(),
             unrecorded: Mutex::new(BTreeSet::new()),
+            host_nets: Mutex::new(Vec::new()),
+            service_hosts: Mutex::new(Vec::new()),
+            own_service: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -170,14 +179,72 @@ impl Engine {
             .clone()
     }
 
-    /// Replaces the host's own addresses in the policy (the configured policy plus these).
+    /// Replaces the host's own addresses in the policy (the configured policy plus these and the
+    /// services' addresses).
     pub fn set_host_addresses(&self, nets: Vec<ipnet::IpNet>) {
+        *lock(&self.host_nets) = nets;
+        self.rebuild_policy();
+    }
+
+    fn rebuild_policy(&self) {
         let mut policy = self.base_policy.clone();
-        policy.extend_allowlist(nets);
+        policy.extend_allowlist(lock(&self.host_nets).clone());
+        let own: Vec<ipnet::IpNet> = lock(&self.own_service)
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        policy.extend_allowlist(own);
         *self
             .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    /// Names the hosts of the services the agent depends on (queue endpoints, Entra login), whose
+    /// addresses [`refresh_own_service`](Self::refresh_own_service) keeps on the never-block list.
+    pub fn set_service_hosts(&self, hosts: Vec<String>) {
+        *lock(&self.service_hosts) = hosts;
+    }
+
+    /// Resolves the service hosts again (with the host addresses, at every reconcile). A host that does
+    /// not resolve keeps its previous addresses.
+    pub async fn refresh_own_service(&self) {
+        let hosts = lock(&self.service_hosts).clone();
+        if hosts.is_empty() {
+            return;
+        }
+        for host in hosts {
+            let resolved = tokio::net::lookup_host((host.as_str(), 443)).await;
+            match resolved {
+                Ok(addrs) => {
+                    let mut nets: Vec<ipnet::IpNet> =
+                        addrs.map(|a| ipnet::IpNet::from(a.ip())).collect();
+                    nets.sort_unstable();
+                    nets.dedup();
+                    lock(&self.own_service).insert(host.clone(), nets);
+                }
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "Cannot resolve a service the agent needs; keeping its previous addresses protected.");
+                }
+            }
+        }
+        self.rebuild_policy();
+    }
+
+    /// The metric code and audit text of a refusal: `own-service` when the target overlaps an address of
+    /// a service the agent needs (blocking it would cut the agent off), else the policy's own.
+    pub fn refusal(&self, why: &Refusal) -> (&'static str, String) {
+        if let Refusal::Allowlisted(net) = why {
+            let own = lock(&self.own_service);
+            if let Some((host, _)) = own.iter().find(|(_, nets)| nets.contains(net)) {
+                return (
+                    "own-service",
+                    format!("own-service: {net} is an address of {host}, which the agent needs"),
+                );
+            }
+        }
+        (why.code(), why.to_string())
     }
 
     /// Initialises the backend (idempotent).
@@ -530,7 +597,10 @@ impl Engine {
             events.push(
                 AuditEvent::new(EventKind::Refused, now)
                     .target(target)
-                    .reason(format!("lifted: the policy now refuses it ({why})")),
+                    .reason(format!(
+                        "lifted: the policy now refuses it ({})",
+                        self.refusal(why).1
+                    )),
             );
         }
         if !missing.is_empty() || !extra.is_empty() {

@@ -116,7 +116,7 @@ pub async fn manual_block(
     let target = Target::parse(target).map_err(|e| e.to_string())?;
     engine
         .check(&target)
-        .map_err(|why| format!("{target} is never blocked here: {why}"))?;
+        .map_err(|why| format!("{target} is never blocked here: {}", engine.refusal(&why).1))?;
     let now = Utc::now();
     let expires_at = now
         + chrono::Duration::from_std(duration)

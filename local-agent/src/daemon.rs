@@ -187,9 +187,32 @@ pub async fn engine(config: &Config, health: Arc<Health>) -> anyhow::Result<Arc<
         Arc::new(Metrics::default()),
         health,
     ));
+    engine.set_service_hosts(service_hosts(config));
     let runner = Runner::new(config.firewall.backend.netns().map(str::to_owned));
     expire::refresh_host_addresses(&engine, &runner, config.policy.protect_host_addresses).await;
     Ok(engine)
+}
+
+/// The host names the agent must reach: the queue and poison-queue endpoints, and the Entra login host
+/// when it signs in with a client secret or the Azure CLI. Their addresses are never blocked.
+pub fn service_hosts(config: &Config) -> Vec<String> {
+    let q = &config.queue;
+    let mut hosts = Vec::new();
+    for connection in std::iter::once(&q.connection).chain(q.poison_connection.as_ref()) {
+        if let Ok(c) = connection.connect(q.api_version.as_deref()) {
+            hosts.extend(c.service_url().host_str().map(str::to_owned));
+        }
+        if matches!(
+            connection,
+            crate::config::Connection::ClientSecret { .. }
+                | crate::config::Connection::AzureCli { .. }
+        ) {
+            hosts.push("login.microsoftonline.com".to_owned());
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 async fn init_with_retry(engine: &Engine, token: &CancellationToken) -> anyhow::Result<bool> {

@@ -54,6 +54,9 @@ pub async fn run_expiry(engine: Arc<Engine>, shutdown: CancellationToken) {
 
 /// Refreshes the host's own addresses in the policy.
 pub async fn refresh_host_addresses(engine: &Engine, runner: &Runner, enabled: bool) {
+    // The queue service and login endpoints are protected whatever `protect_host_addresses` says: a
+    // block of them would lock the agent out of the queue that could lift it.
+    engine.refresh_own_service().await;
     if !enabled {
         return;
     }
@@ -136,5 +139,35 @@ mod tests {
             engine.check(&host).is_err(),
             "the host lost its protection because discovery failed"
         );
+    }
+
+    #[tokio::test]
+    async fn the_queue_service_addresses_are_refused_as_own_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(
+            Box::new(DryRun::new(DryRunConfig::default())),
+            Store::open(&dir.path().join("state.db")).unwrap(),
+            NeverBlock::new(Vec::new(), vec!["203.0.113.0/24".parse().unwrap()], 16, 32),
+            100,
+            Arc::new(Metrics::default()),
+            Arc::new(Health::default()),
+        );
+        let service = Target::parse("203.0.113.5").unwrap();
+        assert!(engine.check(&service).is_ok());
+        // A literal resolves to itself: no DNS needed in the test.
+        engine.set_service_hosts(vec!["203.0.113.5".to_owned()]);
+        refresh_host_addresses(&engine, &Runner::new(None), false).await;
+        let why = engine.check(&service).unwrap_err();
+        let (code, text) = engine.refusal(&why);
+        assert_eq!(code, "own-service");
+        assert!(text.starts_with("own-service: "), "{text}");
+        // Covering networks are refused too; neighbours are not.
+        assert!(engine
+            .check(&Target::parse("203.0.113.0/24").unwrap())
+            .is_err());
+        assert!(engine.check(&Target::parse("203.0.113.6").unwrap()).is_ok());
+        // Host addresses refreshed later keep the service protected.
+        engine.set_host_addresses(Vec::new());
+        assert!(engine.check(&service).is_err());
     }
 }

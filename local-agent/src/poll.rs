@@ -530,14 +530,15 @@ impl Consumer {
                 ))];
             let (ops, refused) = decide::message_ops(&message, group, &policy);
             for (target, why) in refused {
-                self.metrics.blocks_refused.add(why.code(), 1);
+                let (code, why) = self.engine.refusal(&why);
+                self.metrics.blocks_refused.add(code, 1);
                 tracing::warn!(%target, reason = %why, "Target refused by the never-block policy.");
                 events.push(
                     AuditEvent::new(EventKind::Refused, now)
                         .target(&target)
                         .claim(claim.clone())
                         .message(message_id.clone())
-                        .reason(why.to_string()),
+                        .reason(why),
                 );
             }
             submission.ops.extend(ops);
