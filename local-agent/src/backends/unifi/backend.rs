@@ -41,6 +41,8 @@ pub struct UnifiBackend {
     fresh: bool,
     staged: Staged,
     last_write: Option<Instant>,
+    /// The manual step was logged once (at the first healthcheck); later healthchecks stay quiet.
+    step_shown: bool,
 }
 
 impl UnifiBackend {
@@ -53,6 +55,7 @@ impl UnifiBackend {
             fresh: false,
             staged: Staged::default(),
             last_write: None,
+            step_shown: false,
         }
     }
 
@@ -332,12 +335,22 @@ impl Backend for UnifiBackend {
                 )
             })
             .collect();
-        tracing::info!(
-            target = %self.api.describe(),
-            shards = %sizes.join(" "),
-            "UniFi reachable and the groups exist. {}",
-            manual_step(&self.config.group_name, self.api.object_kind())
-        );
+        if self.step_shown {
+            // Every reconcile runs a healthcheck: the long manual step is not repeated each time.
+            tracing::debug!(
+                target = %self.api.describe(),
+                shards = %sizes.join(" "),
+                "UniFi reachable and the groups exist."
+            );
+        } else {
+            self.step_shown = true;
+            tracing::info!(
+                target = %self.api.describe(),
+                shards = %sizes.join(" "),
+                "UniFi reachable and the groups exist. {}",
+                manual_step(&self.config.group_name, self.api.object_kind())
+            );
+        }
         Ok(())
     }
 
