@@ -228,6 +228,11 @@ impl Consumer {
             }
             idle = IDLE_START;
             if !window.is_zero() {
+                tracing::debug!(
+                    messages = batch.len(),
+                    window_ms = window.as_millis() as u64,
+                    "Batch window open."
+                );
                 self.fill_window(&mut batch, window, vis, &shutdown).await;
             }
             let full = batch.len() >= usize::from(RECEIVE_MAX);

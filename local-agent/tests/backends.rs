@@ -242,3 +242,44 @@ async fn nftables_text_format_takes_blocks_longer_than_1157_days() {
         "timeout {timeout}"
     );
 }
+
+/// Extending a block refreshes the kernel's timeout of the element (read back with `nft -j list set`),
+/// in both transaction forms.
+#[tokio::test(flavor = "multi_thread")]
+async fn nftables_extending_a_block_refreshes_the_kernel_timeout() {
+    for format in [Format::Json, Format::Text] {
+        let lab = Lab::new();
+        let mut b = nft(&lab, format);
+        b.init().await.unwrap();
+        b.stage_add(entry("198.51.100.2", 60));
+        b.commit().await.unwrap();
+        let short = nft_timeout(&lab, "addr4", "198.51.100.2").expect("element listed");
+        assert!(short <= 60, "{format:?}: timeout {short}");
+        b.stage_add(entry("198.51.100.2", 7200));
+        b.commit().await.unwrap();
+        let long = nft_timeout(&lab, "addr4", "198.51.100.2").expect("element listed");
+        assert!(
+            (7100..=7200).contains(&long),
+            "{format:?}: extend left the timeout at {long}"
+        );
+        let expires = nft_expires(&lab, "addr4", "198.51.100.2").expect("expires listed");
+        assert!(expires > 3600, "{format:?}: expires in {expires}s");
+    }
+}
+
+/// The kernel's remaining `expires` of `target` in set `set`, in seconds.
+fn nft_expires(lab: &Lab, set: &str, target: &str) -> Option<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "nft", "-j", "list", "set", "inet"])
+        .args(["portcullis", set])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|o| o["set"]["elem"].as_array())?
+        .iter()
+        .find(|e| e["elem"]["val"] == target)
+        .and_then(|e| e["elem"]["expires"].as_u64())
+}

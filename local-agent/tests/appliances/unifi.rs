@@ -988,3 +988,53 @@ async fn batch_window_is_reported_to_the_agent() {
         .unwrap();
     assert_eq!(b.batch_window(), std::time::Duration::from_secs(7));
 }
+
+/// The debounce through the whole agent: 100 separate queue messages arriving within the batch window
+/// reach the console as exactly one PUT.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_turns_100_queue_messages_into_one_put() {
+    use crate::util::{eventually, AgentProcess, Env};
+    use queue_message::Action;
+
+    let fake = FakeUnifi::new(Style::UnifiOs);
+    fake.add_first_groups();
+    let running = fake.start().await;
+    let env = Env::new().await;
+    let firewall = format!(
+        "[firewall]\nbackend = \"unifi\"\n[firewall.unifi]\n{}",
+        config_text(&running, false, "batch_window = \"5s\"")
+    );
+    let config = env.config(&firewall, "", "");
+    // All queued before the agent starts, so they arrive within one window whatever the timing.
+    for i in 0..100 {
+        env.send(&env.message(
+            Action::Block,
+            &[&format!("203.0.113.{i}")],
+            Duration::hours(1),
+            &i.to_string(),
+        ))
+        .await;
+    }
+    let before = fake.counters.writes();
+    let agent = AgentProcess::start(&config, &[]);
+    assert!(
+        eventually(std::time::Duration::from_secs(60), || fake
+            .members_of("portcullis-v4-0")
+            .len()
+            == 100),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        crate::util::eventually_async(std::time::Duration::from_secs(30), || async {
+            env.queued().await == 0
+        })
+        .await
+    );
+    assert_eq!(
+        fake.counters.writes() - before,
+        1,
+        "100 messages, one PUT\n{}",
+        agent.log()
+    );
+}
