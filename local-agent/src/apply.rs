@@ -253,6 +253,7 @@ impl Engine {
         match backend.init().await {
             Ok(()) => {
                 self.health.backend_ok(false);
+                self.health.set_notices(backend.notices());
                 Ok(())
             }
             Err(e) => {
@@ -306,6 +307,7 @@ impl Engine {
         let started = Instant::now();
         match backend.commit().await {
             Ok(stats) => {
+                self.health.set_notices(backend.notices());
                 let elapsed = started.elapsed();
                 self.metrics.commit_duration.observe(elapsed);
                 self.metrics.last_commit.set(Utc::now().timestamp() as f64);
@@ -539,6 +541,7 @@ impl Engine {
                 return Err(e.into());
             }
         }
+        self.health.set_notices(backend.notices());
         let now = Utc::now();
         let mut desired = self.store().active_blocks(now)?;
         let mut refused = Vec::new();

@@ -354,6 +354,8 @@ pub struct LiveStatus {
     /// queue say nothing about the poison queue).
     #[serde(skip)]
     poison_failing_since: Option<Instant>,
+    /// Operator actions the backend needs ([`crate::backends::Backend::notices`]).
+    pub notices: Vec<String>,
 }
 
 /// The daemon's health, shared between tasks.
@@ -420,6 +422,11 @@ impl Health {
     /// (that message goes its own way); the firewall is not failing.
     pub fn commit_rejection_was_the_message(&self) {
         self.with(|l| l.commit_failing_since = None);
+    }
+
+    /// Replaces the backend's notices (reported as problems at once: they do not heal by waiting).
+    pub fn set_notices(&self, notices: Vec<String>) {
+        self.with(|l| l.notices = notices);
     }
 
     /// Sending to the poison queue failed; stays reported until a poison send succeeds.
@@ -496,6 +503,7 @@ impl Health {
                     ));
                 }
             }
+            problems.extend(l.notices.iter().cloned());
             if self.stopping.load(Ordering::Relaxed) {
                 problems.push("shutting down".to_owned());
             }
@@ -666,6 +674,19 @@ mod tests {
         health.queue_ok();
         assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
         health.poison_ok();
+        assert_eq!(healthz(&health).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn backend_notices_are_problems_at_once() {
+        let health = Arc::new(Health::default());
+        health.set_notices(vec!["add portcullis-v4-1 to the drop rule".to_owned()]);
+        assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            health.problems(Duration::from_secs(3600)),
+            ["add portcullis-v4-1 to the drop rule"]
+        );
+        health.set_notices(Vec::new());
         assert_eq!(healthz(&health).await, StatusCode::OK);
     }
 

@@ -133,6 +133,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Duration::ZERO
     }
 
+    /// Conditions the operator must fix that do not stop commits (a UniFi group the agent created that no
+    /// firewall rule references yet, so its members are not dropped). `status` and `/healthz` report them.
+    /// They are not healthcheck failures: those mean "the firewall cannot take writes" and make the agent
+    /// stop consuming, which would hold back every other block.
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Called once when the agent stops. Blocks stay in place.
     async fn shutdown(&mut self) -> Result<(), BackendError> {
         Ok(())

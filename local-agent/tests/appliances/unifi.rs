@@ -1038,3 +1038,31 @@ async fn the_agent_turns_100_queue_messages_into_one_put() {
         agent.log()
     );
 }
+
+/// A shard the agent creates is dropped by nothing until the operator adds it to the rule: the backend
+/// reports it as a notice naming the group (status and /healthz show it); an existing shard is not one.
+#[tokio::test]
+async fn auto_created_shards_are_reported_until_the_operator_acts() {
+    let fake = FakeUnifi::new(Style::UnifiOs);
+    fake.add_first_groups();
+    let running = fake.start().await;
+    let mut b = backend(&config_text(
+        &running,
+        false,
+        "max_group_size = 100\ncreate_groups = true",
+    ))
+    .await
+    .unwrap();
+    b.init().await.unwrap();
+    assert!(b.notices().is_empty(), "the operator made -0 and its rule");
+    for i in 0..150 {
+        add(b.as_mut(), &format!("198.18.0.{i}"));
+    }
+    b.commit().await.unwrap();
+    let notices = b.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("portcullis-v4-1"), "{}", notices[0]);
+    assert!(notices[0].contains("NOT blocked"), "{}", notices[0]);
+    // Commits keep working: a notice is not a failure.
+    b.healthcheck().await.unwrap();
+}

@@ -43,6 +43,8 @@ pub struct UnifiBackend {
     last_write: Option<Instant>,
     /// The manual step was logged once (at the first healthcheck); later healthchecks stay quiet.
     step_shown: bool,
+    /// Groups this agent created since it started: no rule is known to reference them.
+    created: BTreeSet<String>,
 }
 
 impl UnifiBackend {
@@ -56,6 +58,7 @@ impl UnifiBackend {
             staged: Staged::default(),
             last_write: None,
             step_shown: false,
+            created: BTreeSet::new(),
         }
     }
 
@@ -138,6 +141,7 @@ impl UnifiBackend {
             self.api.object_kind()
         );
         self.shards.insert(key, group);
+        self.created.insert(name);
         Ok(())
     }
 
@@ -356,5 +360,23 @@ impl Backend for UnifiBackend {
 
     fn batch_window(&self) -> Duration {
         self.config.batch_window
+    }
+
+    fn notices(&self) -> Vec<String> {
+        let kind = self.api.object_kind();
+        self.created
+            .iter()
+            .map(|name| {
+                format!(
+                    "the agent created the {kind} {name} on {}; its members are NOT blocked until a drop \
+                     rule or zone policy uses it as source: add {name} to the rule that holds \
+                     {prefix}-v4-0 / {prefix}-v6-0 (or create one: {}), then restart the agent to clear \
+                     this notice",
+                    self.api.describe(),
+                    manual_step(&self.config.group_name, kind),
+                    prefix = self.config.group_name,
+                )
+            })
+            .collect()
     }
 }
