@@ -1005,6 +1005,28 @@ mod tests {
     }
 
     #[test]
+    fn excused_deliveries_do_not_count_and_a_solo_attempt_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = Utc::now();
+        let ids = vec!["q1".to_owned()];
+        s.note_excused(&ids, "firewall unreachable", now).unwrap();
+        s.note_excused(&ids, "firewall unreachable", now).unwrap();
+        assert_eq!(
+            s.delivery("q1").unwrap(),
+            Delivery {
+                failures: 0,
+                deferrals: 2,
+                last_error: Some("firewall unreachable".to_owned())
+            }
+        );
+        s.note_solo_attempt("q1", now).unwrap();
+        let d = s.delivery("q1").unwrap();
+        assert_eq!((d.failures, d.deferrals), (0, 2), "marking is not counting");
+        assert_eq!(d.last_error.as_deref(), Some(SOLO_ATTEMPT));
+    }
+
+    #[test]
     fn audit_filters_and_prune() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
