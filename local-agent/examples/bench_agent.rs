@@ -481,7 +481,7 @@ async fn p4(stack: &Stack, n: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1500 + 97 * i as u64 % 700)).await;
         let t0 = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
         stack
-            .post_incident(&format!("p4-{i}"), &[ip.clone()])
+            .post_incident(&format!("p4-{i}"), std::slice::from_ref(&ip))
             .await?;
         let line = tokio::task::spawn_blocking(move || lines.next())
             .await?
