@@ -60,6 +60,11 @@ impl Drop for Ns {
 
 /// `n` distinct addresses in 11.0.0.0/8 (public space, used only as set contents), deterministic.
 fn addresses(n: usize, seed: u32) -> Vec<Target> {
+    addresses_in(0x0b00_0000, n, seed)
+}
+
+/// `n` distinct addresses in the /8 starting at `base`, deterministic.
+fn addresses_in(base: u32, n: usize, seed: u32) -> Vec<Target> {
     let mut seen = std::collections::HashSet::with_capacity(n);
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     let mut out = Vec::with_capacity(n);
@@ -67,7 +72,7 @@ fn addresses(n: usize, seed: u32) -> Vec<Target> {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        let addr = 0x0b00_0000 | (x & 0x00ff_ffff);
+        let addr = base | (x & 0x00ff_ffff);
         if seen.insert(addr) {
             out.push(Target::from_addr(Ipv4Addr::from(addr).into()));
         }

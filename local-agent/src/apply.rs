@@ -19,7 +19,7 @@ use crate::backends::{Backend, BackendError, CommitStats};
 use crate::decide::{self, Change, Claims, Op};
 use crate::failpoint;
 use crate::metrics::{Health, Metrics};
-use crate::store::{AuditEvent, EventKind, Record, Seen, Store, StoreError};
+use crate::store::{AuditEvent, EventKind, Record, Seen, Store, StoreError, TargetEvent};
 
 /// Why applying failed.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +324,7 @@ impl Engine {
 
     /// Plans, commits and records a submission. On a backend error nothing is recorded and nothing is
     /// deferred: the caller keeps the messages queued.
-    pub async fn apply(&self, submission: Submission) -> Result<Applied, ApplyError> {
+    pub async fn apply(&self, submission: &Submission) -> Result<Applied, ApplyError> {
         let mut backend = self.backend.lock().await;
         let now = Utc::now();
         let touched: BTreeSet<Target> = submission.ops.iter().map(|op| op.target).collect();
@@ -387,6 +387,7 @@ impl Engine {
             delivered.extend(group.queue_message_id.clone());
         }
         let (mut blocked, mut extended, mut unblocked) = (0, 0, 0);
+        let mut target_events = Vec::with_capacity(plan.outcomes.len());
         for outcome in &plan.outcomes {
             let kind = match outcome.change {
                 Change::Blocked => {
@@ -403,25 +404,17 @@ impl Engine {
                     EventKind::Unblocked
                 }
             };
-            let mut e = AuditEvent::new(kind, now).target(&outcome.target);
-            if let Some(op) = last_op.get(&outcome.target) {
-                e = e.claim(op.key.clone()).reason(op.meta.reason.clone());
-                if let Some(id) = &op.meta.message_id {
-                    e = e.message(id.clone());
-                }
-                if let Some(url) = &op.meta.source.url {
-                    e = e.detail(url.clone());
-                }
-            }
-            if let Some(expires_at) = outcome.expires_at {
-                let until = format!("until {}", expires_at.to_rfc3339());
-                e.detail = Some(match e.detail.take() {
-                    Some(d) => format!("{until}; {d}"),
-                    None => until,
-                });
-            }
-            events.push(e);
+            let op = last_op.get(&outcome.target);
+            target_events.push(TargetEvent {
+                kind,
+                at: now,
+                target: outcome.target,
+                claim: op.map(|op| Arc::clone(&op.key)),
+                meta: op.map(|op| Arc::clone(&op.meta)),
+                expires_at: outcome.expires_at,
+            });
         }
+        drop(last_op);
         let recorded = if failpoint::record_fails() {
             Err(StoreError::Corrupt(
                 "simulated failure (PORTCULLIS_FAIL_RECORD_WHILE)".to_owned(),
@@ -430,6 +423,7 @@ impl Engine {
             self.store().record(&Record {
                 claims: Some(&plan.claims),
                 events,
+                target_events,
                 seen,
                 delivered,
                 meta: vec![("last_commit_at", now.to_rfc3339())],
@@ -513,13 +507,20 @@ impl Engine {
         self.commit(&mut backend).await?;
         let cleared: BTreeMap<Target, Claims> =
             expired.iter().map(|t| (*t, Claims::new())).collect();
-        let events = expired
+        let target_events = expired
             .iter()
-            .map(|t| AuditEvent::new(EventKind::Expired, now).target(t))
+            .map(|t| TargetEvent {
+                kind: EventKind::Expired,
+                at: now,
+                target: *t,
+                claim: None,
+                meta: None,
+                expires_at: None,
+            })
             .collect();
         self.store().record(&Record {
             claims: Some(&cleared),
-            events,
+            target_events,
             meta: vec![("last_commit_at", now.to_rfc3339())],
             ..Record::default()
         })?;

@@ -126,13 +126,13 @@ pub async fn manual_block(
     let submission = Submission {
         ops: vec![Op {
             target,
-            key: source.claim_key(),
+            key: Arc::from(source.claim_key()),
             intent: Intent::Block { expires_at },
-            meta: ClaimMeta {
+            meta: Arc::new(ClaimMeta {
                 reason: reason.clone(),
                 source,
                 message_id: None,
-            },
+            }),
             group: 0,
         }],
         groups: vec![Group {
@@ -145,7 +145,7 @@ pub async fn manual_block(
         }],
         rate_limited: false,
     };
-    let applied = engine.apply(submission).await.map_err(|e| e.to_string())?;
+    let applied = engine.apply(&submission).await.map_err(|e| e.to_string())?;
     let expires = engine.store().claims_for([&target]).ok().and_then(|c| {
         c.get(&target)
             .and_then(|c| crate::decide::effective_expiry(c, Utc::now()))
@@ -170,13 +170,13 @@ pub async fn manual_unblock(
     let submission = Submission {
         ops: vec![Op {
             target,
-            key: source.claim_key(),
+            key: Arc::from(source.claim_key()),
             intent: Intent::ReleaseAll,
-            meta: ClaimMeta {
+            meta: Arc::new(ClaimMeta {
                 reason: reason.clone(),
                 source,
                 message_id: None,
-            },
+            }),
             group: 0,
         }],
         groups: vec![Group {
@@ -189,7 +189,7 @@ pub async fn manual_unblock(
         }],
         rate_limited: false,
     };
-    let applied = engine.apply(submission).await.map_err(|e| e.to_string())?;
+    let applied = engine.apply(&submission).await.map_err(|e| e.to_string())?;
     Ok(ManualResult {
         target: target.to_string(),
         outcome: outcome(&applied, false).to_owned(),

@@ -11,6 +11,7 @@
 //! targets into firewall changes and the resulting claims.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use queue_message::{Action, BlockMessage, NeverBlock, Refusal, Source, Target};
@@ -35,18 +36,84 @@ pub struct Claim {
     pub expires_at: DateTime<Utc>,
     /// When this claim was first made.
     pub created_at: DateTime<Utc>,
-    /// Who and why.
-    pub meta: ClaimMeta,
+    /// Who and why; shared by every target of one message (a 10k-IP alert holds it once).
+    pub meta: Arc<ClaimMeta>,
 }
 
 /// The claims on one target, by claim key.
-pub type Claims = BTreeMap<String, Claim>;
+///
+/// A small vector rather than a map: almost every target has one claim, and a `BTreeMap` would allocate
+/// a node for eleven entries per target, which is most of the agent's memory when a bulk alert arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims(Vec<(Arc<str>, Claim)>);
+
+impl Claims {
+    /// No claims.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The claim under `key`.
+    pub fn get(&self, key: &str) -> Option<&Claim> {
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, c)| c)
+    }
+
+    /// The claim under `key`, mutable.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Claim> {
+        self.0.iter_mut().find(|(k, _)| &**k == key).map(|(_, c)| c)
+    }
+
+    /// Inserts or replaces the claim under `key`.
+    pub fn insert(&mut self, key: Arc<str>, claim: Claim) {
+        match self.get_mut(&key) {
+            Some(existing) => *existing = claim,
+            None => self.0.push((key, claim)),
+        }
+    }
+
+    /// Removes the claim under `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| &**k != key);
+    }
+
+    /// Keeps the claims for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Claim) -> bool) {
+        self.0.retain(|(k, c)| keep(k, c));
+    }
+
+    /// Removes every claim.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// No claim at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of claims.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The claims with their keys.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Claim)> {
+        self.0.iter().map(|(k, c)| (k, c))
+    }
+}
+
+impl std::ops::Index<&str> for Claims {
+    type Output = Claim;
+    fn index(&self, key: &str) -> &Claim {
+        self.get(key).expect("no claim under this key")
+    }
+}
 
 /// The effective expiry: the latest claim still alive at `now`, if any.
 pub fn effective_expiry(claims: &Claims, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     claims
-        .values()
-        .map(|c| c.expires_at)
+        .iter()
+        .map(|(_, c)| c.expires_at)
         .filter(|e| *e > now)
         .max()
 }
@@ -70,12 +137,12 @@ pub enum Intent {
 pub struct Op {
     /// The target.
     pub target: Target,
-    /// The claim key.
-    pub key: String,
+    /// The claim key (shared by the message's targets).
+    pub key: Arc<str>,
     /// Block, release, release all.
     pub intent: Intent,
-    /// Who and why.
-    pub meta: ClaimMeta,
+    /// Who and why (shared by the message's targets).
+    pub meta: Arc<ClaimMeta>,
     /// Which submitted message this op came from (for rate-limit deferral).
     pub group: usize,
 }
@@ -142,12 +209,12 @@ pub fn message_ops(
     group: usize,
     policy: &NeverBlock,
 ) -> (Vec<Op>, Vec<(Target, Refusal)>) {
-    let key = message.source.claim_key();
-    let meta = ClaimMeta {
+    let key: Arc<str> = Arc::from(message.source.claim_key());
+    let meta = Arc::new(ClaimMeta {
         reason: message.reason.clone(),
         source: message.source.clone(),
         message_id: Some(message.id.to_string()),
-    };
+    });
     let mut ops = Vec::with_capacity(message.targets.len());
     let mut refused = Vec::new();
     for target in &message.targets {
@@ -166,9 +233,9 @@ pub fn message_ops(
         };
         ops.push(Op {
             target: *target,
-            key: key.clone(),
+            key: Arc::clone(&key),
             intent,
-            meta: meta.clone(),
+            meta: Arc::clone(&meta),
             group,
         });
     }
@@ -230,15 +297,15 @@ pub fn plan(
                         if *expires_at > claim.expires_at {
                             claim.expires_at = *expires_at;
                         }
-                        claim.meta = op.meta.clone();
+                        claim.meta = Arc::clone(&op.meta);
                     }
                     None => {
                         entry.insert(
-                            op.key.clone(),
+                            Arc::clone(&op.key),
                             Claim {
                                 expires_at: *expires_at,
                                 created_at: now,
-                                meta: op.meta.clone(),
+                                meta: Arc::clone(&op.meta),
                             },
                         );
                     }
@@ -297,9 +364,9 @@ mod tests {
     fn block(target: &str, key: &str, expires_at: DateTime<Utc>, group: usize) -> Op {
         Op {
             target: t(target),
-            key: key.to_owned(),
+            key: Arc::from(key),
             intent: Intent::Block { expires_at },
-            meta: ClaimMeta::default(),
+            meta: Arc::default(),
             group,
         }
     }
@@ -307,20 +374,20 @@ mod tests {
     fn release(target: &str, key: &str, all: bool) -> Op {
         Op {
             target: t(target),
-            key: key.to_owned(),
+            key: Arc::from(key),
             intent: if all {
                 Intent::ReleaseAll
             } else {
                 Intent::Release
             },
-            meta: ClaimMeta::default(),
+            meta: Arc::default(),
             group: 0,
         }
     }
 
     #[test]
     fn a_target_stays_blocked_until_every_claim_is_lifted() {
-        let now = Utc::now();
+        let now = whole_millis(Utc::now());
         let e1 = now + Duration::hours(1);
         let e2 = now + Duration::hours(2);
         let p = plan(
@@ -355,7 +422,7 @@ mod tests {
 
     #[test]
     fn claims_only_extend_and_manual_unblock_lifts_all() {
-        let now = Utc::now();
+        let now = whole_millis(Utc::now());
         let e1 = now + Duration::hours(1);
         let p = plan(
             &[block("198.51.100.7", "a", e1, 0)],
@@ -391,14 +458,14 @@ mod tests {
 
     #[test]
     fn expired_claims_do_not_count() {
-        let now = Utc::now();
+        let now = whole_millis(Utc::now());
         let mut claims = Claims::new();
         claims.insert(
-            "old".to_owned(),
+            Arc::from("old"),
             Claim {
                 expires_at: now - Duration::seconds(1),
                 created_at: now - Duration::hours(1),
-                meta: ClaimMeta::default(),
+                meta: Arc::default(),
             },
         );
         let current: HashMap<_, _> = [(t("198.51.100.7"), claims)].into();
@@ -422,7 +489,7 @@ mod tests {
 
     #[test]
     fn the_budget_limits_new_blocks_only() {
-        let now = Utc::now();
+        let now = whole_millis(Utc::now());
         let e = now + Duration::hours(1);
         let p = plan(
             &[block("198.51.100.1", "a", e, 0)],
@@ -550,7 +617,7 @@ mod tests {
                 ),
                 allow_doc in any::<bool>(),
             ) {
-                let now = Utc::now();
+                let now = whole_millis(Utc::now());
                 let policy = policy(allow_doc);
                 let mut ops = Vec::new();
                 for (group, (targets, block, source, ttl)) in batches.into_iter().enumerate() {
@@ -576,12 +643,12 @@ mod tests {
                 keys in prop::collection::vec(0u8..3, 1..20),
                 blocks in prop::collection::vec(any::<bool>(), 1..20),
             ) {
-                let now = Utc::now();
+                let now = whole_millis(Utc::now());
                 let ops: Vec<Op> = targets.iter().zip(keys.iter().cycle()).zip(blocks.iter().cycle()).map(|((t, k), b)| Op {
                     target: *t,
-                    key: format!("k{k}"),
+                    key: Arc::from(format!("k{k}")),
                     intent: if *b { Intent::Block { expires_at: now + chrono::Duration::hours(1) } } else { Intent::Release },
-                    meta: ClaimMeta::default(),
+                    meta: Arc::default(),
                     group: 0,
                 }).collect();
                 let first = plan(&ops, &HashMap::new(), now, None);

@@ -612,7 +612,7 @@ impl Consumer {
     }
 
     async fn apply_members(&self, submission: Submission, members: Vec<Received>, pass: &mut Pass) {
-        match self.engine.apply(submission.clone()).await {
+        match self.engine.apply(&submission).await {
             Ok(applied) => {
                 let deferred: HashSet<usize> = applied.deferred.iter().copied().collect();
                 for (i, r) in members.iter().enumerate() {

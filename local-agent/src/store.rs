@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -230,6 +231,24 @@ impl AuditEvent {
     }
 }
 
+/// A per-target audit event, formatted into a row only when it is written: a 10k-IP alert makes 10k of
+/// them, and they share the message's claim key and metadata instead of copying them.
+#[derive(Debug, Clone)]
+pub struct TargetEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// To which target.
+    pub target: Target,
+    /// The claim involved.
+    pub claim: Option<Arc<str>>,
+    /// Who and why.
+    pub meta: Option<Arc<ClaimMeta>>,
+    /// The block's expiry afterwards.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// A message id to remember as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -263,6 +282,8 @@ pub struct Record<'a> {
     pub claims: Option<&'a BTreeMap<Target, Claims>>,
     /// Audit events.
     pub events: Vec<AuditEvent>,
+    /// Per-target audit events.
+    pub target_events: Vec<TargetEvent>,
     /// Message ids now applied.
     pub seen: Vec<Seen>,
     /// Queue messages finished (their delivery bookkeeping is dropped).
@@ -462,12 +483,13 @@ impl Store {
             let mut rows = stmt.query([&key])?;
             let mut claims = Claims::new();
             while let Some(row) = rows.next()? {
+                let key: String = row.get(0)?;
                 claims.insert(
-                    row.get(0)?,
+                    Arc::from(key),
                     Claim {
                         expires_at: from_ms(row.get(1)?),
                         created_at: from_ms(row.get(2)?),
-                        meta: ClaimMeta {
+                        meta: Arc::new(ClaimMeta {
                             reason: row.get(3)?,
                             source: Source {
                                 kind: row.get(4)?,
@@ -477,7 +499,7 @@ impl Store {
                                 severity: row.get(8)?,
                             },
                             message_id: row.get(9)?,
-                        },
+                        }),
                     },
                 );
             }
@@ -728,11 +750,11 @@ impl Store {
                 for (target, target_claims) in claims {
                     let key = target.to_string();
                     delete_claims.execute([&key])?;
-                    for (claim_key, claim) in target_claims {
+                    for (claim_key, claim) in target_claims.iter() {
                         let s = &claim.meta.source;
                         insert_claim.execute(params![
                             key,
-                            claim_key,
+                            &**claim_key,
                             ms(claim.expires_at),
                             ms(claim.created_at),
                             claim.meta.reason,
@@ -768,6 +790,27 @@ impl Store {
                     e.queue_message_id,
                     e.reason,
                     e.detail
+                ])?;
+            }
+            for e in &record.target_events {
+                let meta = e.meta.as_deref();
+                let until = e.expires_at.map(|t| format!("until {}", t.to_rfc3339()));
+                let url = meta.and_then(|m| m.source.url.as_deref());
+                let detail = match (until, url) {
+                    (Some(u), Some(l)) => Some(format!("{u}; {l}")),
+                    (Some(u), None) => Some(u),
+                    (None, Some(l)) => Some(l.to_owned()),
+                    (None, None) => None,
+                };
+                insert_event.execute(params![
+                    ms(e.at),
+                    e.kind.as_str(),
+                    e.target.to_string(),
+                    e.claim.as_deref(),
+                    meta.and_then(|m| m.message_id.as_deref()),
+                    Option::<&str>::None,
+                    meta.map(|m| m.reason.as_str()),
+                    detail
                 ])?;
             }
             let mut insert_seen = tx.prepare_cached(
@@ -891,11 +934,11 @@ mod tests {
     fn claims(key: &str, expires_at: DateTime<Utc>) -> Claims {
         let mut c = Claims::new();
         c.insert(
-            key.to_owned(),
+            Arc::from(key),
             Claim {
                 expires_at,
                 created_at: Utc::now(),
-                meta: ClaimMeta {
+                meta: Arc::new(ClaimMeta {
                     reason: "TI match".to_owned(),
                     source: Source {
                         kind: "sentinel-incident".to_owned(),
@@ -905,7 +948,7 @@ mod tests {
                         severity: Some("High".to_owned()),
                     },
                     message_id: Some("m1".to_owned()),
-                },
+                }),
             },
         );
         c
@@ -925,7 +968,23 @@ mod tests {
         touched.insert(t("198.51.100.8"), Claims::new());
         s.record(&Record {
             claims: Some(&touched),
-            events: vec![AuditEvent::new(EventKind::Blocked, now).target(&t("198.51.100.7"))],
+            events: vec![AuditEvent::new(EventKind::Received, now).message("m1")],
+            target_events: vec![TargetEvent {
+                kind: EventKind::Blocked,
+                at: now,
+                target: t("198.51.100.7"),
+                claim: Some(Arc::from("sentinel-incident:/incidents/1")),
+                meta: Some(Arc::new(ClaimMeta {
+                    reason: "TI match".to_owned(),
+                    source: Source {
+                        kind: "sentinel-incident".to_owned(),
+                        url: Some("https://portal/incident/1".to_owned()),
+                        ..Source::default()
+                    },
+                    message_id: Some("m1".to_owned()),
+                })),
+                expires_at: Some(later),
+            }],
             seen: vec![Seen {
                 message_id: "m1".to_owned(),
                 queue_message_id: "q1".to_owned(),
@@ -961,6 +1020,16 @@ mod tests {
             Some("High")
         );
         assert_eq!(s.new_blocks_since(now - Duration::hours(1)).unwrap().0, 1);
+        let blocked = s.audit(&AuditQuery::default()).unwrap();
+        let blocked = blocked.iter().find(|e| e.event == "blocked").unwrap();
+        assert_eq!(blocked.target.as_deref(), Some("198.51.100.7"));
+        assert_eq!(blocked.message_id.as_deref(), Some("m1"));
+        assert_eq!(blocked.reason.as_deref(), Some("TI match"));
+        let detail = blocked.detail.as_deref().unwrap();
+        assert!(
+            detail.starts_with("until ") && detail.ends_with("; https://portal/incident/1"),
+            "{detail}"
+        );
         assert!(s.expired_blocks(now).unwrap().is_empty());
         assert_eq!(
             s.expired_blocks(later + Duration::seconds(1)).unwrap(),

@@ -12,7 +12,7 @@ use portcullis_agent::apply::{Engine, Group, Submission};
 use portcullis_agent::backends::dry_run::{DryRun, DryRunConfig};
 use portcullis_agent::backends::nftables::{Nftables, NftablesConfig};
 use portcullis_agent::backends::Backend;
-use portcullis_agent::decide::{ClaimMeta, Intent, Op};
+use portcullis_agent::decide::{Intent, Op};
 use portcullis_agent::metrics::{Health, Metrics};
 use portcullis_agent::store::Store;
 use proptest::prelude::*;
@@ -53,7 +53,7 @@ fn submission(batch: &[(Target, u8, bool, i64)], now: chrono::DateTime<Utc>) -> 
             .iter()
             .map(|(target, key, block, ttl)| Op {
                 target: *target,
-                key: format!("incident:{key}"),
+                key: std::sync::Arc::from(format!("incident:{key}")),
                 intent: if *block {
                     Intent::Block {
                         expires_at: now + Duration::seconds(*ttl),
@@ -61,7 +61,7 @@ fn submission(batch: &[(Target, u8, bool, i64)], now: chrono::DateTime<Utc>) -> 
                 } else {
                     Intent::Release
                 },
-                meta: ClaimMeta::default(),
+                meta: std::sync::Arc::default(),
                 group: 0,
             })
             .collect(),
@@ -110,9 +110,9 @@ async fn snapshot(engine: &Engine) -> (Vec<Target>, Vec<(Target, i64)>) {
 /// and the firewall holds exactly the active blocks (networks inside held networks included).
 async fn twice(engine: &Engine, batch: &[(Target, u8, bool, i64)]) -> Result<(), TestCaseError> {
     let now = Utc::now();
-    engine.apply(submission(batch, now)).await.unwrap();
+    engine.apply(&submission(batch, now)).await.unwrap();
     let first = snapshot(engine).await;
-    let second_apply = engine.apply(submission(batch, now)).await.unwrap();
+    let second_apply = engine.apply(&submission(batch, now)).await.unwrap();
     let second = snapshot(engine).await;
     prop_assert_eq!(&first, &second);
     prop_assert_eq!(
