@@ -560,17 +560,18 @@ async fn p5(stack: &Stack) -> anyhow::Result<()> {
 }
 
 async fn p6(stack: &Stack) -> anyhow::Result<()> {
+    // 100k distinct addresses in 12.0.0.0/8 (apart from P5's), posted as ten 10k-IP incidents.
     let current = stack.metric("portcullis_agent_active_blocks").await?;
-    let mut seed = 100;
-    let mut posted = current;
-    while posted < 100_000.0 {
-        stack
-            .post_incident(&format!("p6-{seed}"), &bulk_ips(seed))
-            .await?;
-        seed += 1;
-        posted += 10_000.0;
+    let all: Vec<String> = addresses_in(0x0c00_0000, 100_000, 3)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let started = Instant::now();
+    for (i, chunk) in all.chunks(10_000).enumerate() {
+        stack.post_incident(&format!("p6-{i}"), chunk).await?;
     }
-    let took = wait_active(stack, 100_000.0, Duration::from_secs(600)).await?;
+    wait_active(stack, current + 100_000.0, Duration::from_secs(300)).await?;
+    let took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = stack.rss_kb("VmRSS")?;
     let hwm = stack.rss_kb("VmHWM")?;
