@@ -562,6 +562,7 @@ async fn p5(stack: &Stack) -> anyhow::Result<()> {
 async fn p6(stack: &Stack) -> anyhow::Result<()> {
     // 100k distinct addresses in 12.0.0.0/8 (apart from P5's), posted as ten 10k-IP incidents.
     let current = stack.metric("portcullis_agent_active_blocks").await?;
+    let before = stack.rss_kb("VmRSS")?;
     let all: Vec<String> = addresses_in(0x0c00_0000, 100_000, 3)
         .iter()
         .map(ToString::to_string)
@@ -586,8 +587,12 @@ async fn p6(stack: &Stack) -> anyhow::Result<()> {
     let elements = stack
         .fw
         .exec(&["nft", "list", "set", "inet", "portcullis", "addr4"])?
-        .matches("timeout")
+        .matches(" expires ")
         .count();
+    println!(
+        "P6 agent VmRSS before: {:.1} MB with {current} active blocks",
+        before as f64 / 1024.0
+    );
     println!(
         "P6 {active} active blocks ({elements} kernel elements, loaded in {:.1} s): agent VmRSS {:.1} MB (peak VmHWM {:.1} MB); after a full reconcile ({}) VmRSS {:.1} MB, VmHWM {:.1} MB",
         took.as_secs_f64(),
