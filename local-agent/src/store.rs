@@ -642,19 +642,7 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO deliveries (queue_message_id, failures, deferrals, last_error, updated_at) \
-                 VALUES (?1, 1, 0, ?2, ?3) ON CONFLICT (queue_message_id) DO UPDATE SET \
-                 failures = failures + 1, last_error = excluded.last_error, updated_at = excluded.updated_at",
-            )?;
-            for id in queue_message_ids {
-                stmt.execute(params![id, error, ms(now)])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.note_deliveries(queue_message_ids, 1, 0, Some(error), now)
     }
 
     /// Counts a rate-limit deferral for each queue message (not a failure).
@@ -663,19 +651,7 @@ impl Store {
         queue_message_ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO deliveries (queue_message_id, failures, deferrals, updated_at) \
-                 VALUES (?1, 0, 1, ?2) ON CONFLICT (queue_message_id) DO UPDATE SET \
-                 deferrals = deferrals + 1, updated_at = excluded.updated_at",
-            )?;
-            for id in queue_message_ids {
-                stmt.execute(params![id, ms(now)])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.note_deliveries(queue_message_ids, 0, 1, None, now)
     }
 
     /// Records a delivery that failed through no fault of the message (firewall unreachable or failing
@@ -687,15 +663,29 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.note_deliveries(queue_message_ids, 0, 1, Some(error), now)
+    }
+
+    /// Adds `failures` and `deferrals` to each queue message's delivery record in one transaction; a
+    /// `None` error keeps the last error already recorded.
+    fn note_deliveries(
+        &mut self,
+        queue_message_ids: &[String],
+        failures: i64,
+        deferrals: i64,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO deliveries (queue_message_id, failures, deferrals, last_error, updated_at) \
-                 VALUES (?1, 0, 1, ?2, ?3) ON CONFLICT (queue_message_id) DO UPDATE SET \
-                 deferrals = deferrals + 1, last_error = excluded.last_error, updated_at = excluded.updated_at",
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (queue_message_id) DO UPDATE SET \
+                 failures = failures + excluded.failures, deferrals = deferrals + excluded.deferrals, \
+                 last_error = COALESCE(excluded.last_error, last_error), updated_at = excluded.updated_at",
             )?;
             for id in queue_message_ids {
-                stmt.execute(params![id, error, ms(now)])?;
+                stmt.execute(params![id, failures, deferrals, error, ms(now)])?;
             }
         }
         tx.commit()?;
