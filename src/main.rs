@@ -75,6 +75,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kid = state.signing_key.id(),
         "Handler listening."
     );
+    if let Some(reports) = &state.reports {
+        if reports.has_sink() {
+            tracing::info!(queue = %settings.reports.queue, "{}", reports.describe());
+        } else {
+            tracing::warn!(queue = %settings.reports.queue, "{}", reports.describe());
+        }
+    }
     if settings.create_queues {
         // In the background: readiness must not wait for the queue service.
         tokio::spawn(async move {
