@@ -43,6 +43,8 @@ ALL_KNOBS = {
     "ipDimensions": ["SourceIP"],
     "logFormat": "text",
     "rustLog": "debug",
+    "armEndpoint": "https://management.usgovcloudapi.net",
+    "workbookUrl": "https://portal.azure.com/#workbook",
 }
 
 PLANS = ["FlexConsumption", "Consumption", "Dedicated"]
