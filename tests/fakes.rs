@@ -131,6 +131,8 @@ pub(crate) struct Put {
     pub(crate) comment: String,
     /// The status answered.
     pub(crate) status: u16,
+    /// When the request arrived (for the P11 breakdown; never asserted on).
+    pub(crate) at: std::time::Instant,
 }
 
 /// The ARM incident-comments endpoint.
@@ -193,6 +195,7 @@ async fn arm_put(
             incident: incident.to_owned(),
             comment: comment.to_owned(),
             status,
+            at: std::time::Instant::now(),
         });
     };
     if !shape_ok {

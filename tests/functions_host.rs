@@ -20,6 +20,8 @@ pub(crate) struct Invocation {
     pub(crate) message_id: String,
     pub(crate) dequeue_count: u32,
     pub(crate) status: u16,
+    /// When the invocation was posted (for the P11 breakdown; never asserted on).
+    pub(crate) started: std::time::Instant,
 }
 
 pub(crate) struct Host {
@@ -291,6 +293,7 @@ impl Host {
                             }
                         }
                     });
+                    let started = std::time::Instant::now();
                     let status = http
                         .post(format!("{handler_url}/{}", trigger.function))
                         .header("Content-Type", "application/json")
@@ -306,6 +309,7 @@ impl Host {
                         message_id: m.id.clone(),
                         dequeue_count: m.dequeue_count,
                         status,
+                        started,
                     });
                     if (200..300).contains(&status) {
                         rest.delete(&trigger.queue, &m).await;

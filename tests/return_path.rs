@@ -529,3 +529,48 @@ async fn a_10k_address_commit_costs_few_messages_and_few_ingestion_calls() {
         .all(|c| c.status == 204 && c.stream == "Custom-PortcullisEvents"));
     assert_eq!(calls.iter().map(|c| c.rows).sum::<usize>(), 10_000);
 }
+
+/// P11 (cloud half; the agent does not send reports yet): a report added to the reports queue →
+/// comment accepted by the fake ARM endpoint, with the emulated host polling every 100 ms, on
+/// loopback. Prints the median and its breakdown against the 300 ms ceiling; asserts nothing about
+/// time. Run: `cargo test --test integration p11 -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark: run explicitly, see BENCHMARKS.md P11"]
+async fn p11_report_to_comment_latency() {
+    let l = Loop::start(&[]).await;
+    let mut host = l.host();
+    let mut total = Vec::new();
+    let mut queue_wait = Vec::new();
+    let mut to_arm = Vec::new();
+    for i in 0..40 {
+        let reports = commit(
+            "site-a",
+            &[block(&["203.0.113.7"], EventKind::Block, incident_source())],
+        );
+        let before = l.arm.puts().len();
+        let t0 = Instant::now();
+        l.rest.add(REPORTS, &reports[0].encode(&key())).await;
+        until("the comment", || l.arm.puts().len() > before).await;
+        let done = Instant::now();
+        let put = l.arm.puts()[before].at;
+        let started = host.invocations().last().unwrap().started;
+        if i >= 5 {
+            // The first few warm up the token cache and connections.
+            total.push(done - t0);
+            queue_wait.push(started - t0);
+            to_arm.push(put - started);
+        }
+    }
+    host.stop().await;
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "P11 cloud half over {} reports: median {:?} (ceiling 300 ms): enqueue -> host invocation {:?}, invocation -> ARM PUT {:?}",
+        total.len(),
+        median(&mut total),
+        median(&mut queue_wait),
+        median(&mut to_arm)
+    );
+}
