@@ -56,6 +56,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("invalid settings")?;
     if args.check {
         println!("settings are valid");
+        if let Some(reports) = &state.reports {
+            println!("{}", reports.describe());
+        }
         return Ok(());
     }
     let addr = match (args.listen, settings.port) {

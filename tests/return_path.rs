@@ -574,3 +574,33 @@ async fn p11_report_to_comment_latency() {
         median(&mut to_arm)
     );
 }
+
+#[tokio::test]
+async fn permanent_failures_are_logged_acknowledged_and_not_retried() {
+    let l = Loop::start(&[]).await;
+    // The function has no Sentinel Responder role yet, and the rule refuses the rows.
+    l.arm.script.lock().unwrap().push_back(403);
+    l.ingestion.script.lock().unwrap().push_back(400);
+    l.send(
+        &commit(
+            "site-a",
+            &[block(&["203.0.113.7"], EventKind::Block, incident_source())],
+        ),
+        &key(),
+    )
+    .await;
+    let mut host = l.host();
+    until("handled", || !host.invocations().is_empty()).await;
+    host.stop().await;
+    let invocations = host.invocations();
+    assert_eq!(invocations.len(), 1, "{invocations:?}");
+    assert_eq!(invocations[0].status, 200);
+    assert_eq!(l.arm.puts().len(), 1);
+    assert!(l.arm.comments_on(INCIDENT).is_empty());
+    assert_eq!(l.ingestion.calls().len(), 1);
+    assert!(events_of(&l.ingestion, "block").is_empty());
+    let logs = l.handler.logs();
+    assert!(logs.contains("failed for good"), "{logs}");
+    assert!(logs.contains("403") && logs.contains("400"), "{logs}");
+    assert_eq!(l.rest.count(REPORTS).await, 0);
+}
