@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 use uuid::Uuid;
 
-use super::token::{Tokens, ARM_AUDIENCE};
+use super::token::{arm_audience, Tokens};
 use super::Outcome;
 
 /// The current GA api-version of `Microsoft.SecurityInsights` (incidents and their comments).
@@ -46,7 +46,7 @@ pub async fn put_comment(
     id: &Uuid,
     text: &str,
 ) -> Outcome {
-    let token = match tokens.token(ARM_AUDIENCE).await {
+    let token = match tokens.token(&arm_audience(arm)).await {
         Ok(token) => token,
         Err(why) => return Outcome::Transient(why),
     };

@@ -1,6 +1,6 @@
 //! Rows into Log Analytics through the Logs Ingestion API:
 //! `POST {endpoint}/dataCollectionRules/{rule id}/streams/{stream}?api-version=2023-01-01`, a gzipped JSON
-//! array, bearer token for `https://monitor.azure.com`.
+//! array, bearer token for `https://monitor.azure.com` (`.us`, `.cn` in the sovereign clouds).
 //!
 //! Rows are cut into batches whose *uncompressed* JSON stays under [`MAX_BATCH_BYTES`] (the service's 1 MB
 //! applies to compressed and uncompressed data; the official SDKs cut the same way). A 429 is retried
@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::Value;
 
-use super::token::{Tokens, MONITOR_AUDIENCE};
+use super::token::{monitor_audience, Tokens};
 use super::Outcome;
 use crate::settings::LogsSettings;
 
@@ -78,7 +78,7 @@ pub async fn upload(
     let mut pending = vec![batch];
     let mut permanent: Vec<String> = Vec::new();
     while let Some(rows) = pending.pop() {
-        let token = match tokens.token(MONITOR_AUDIENCE).await {
+        let token = match tokens.token(monitor_audience(&logs.endpoint)).await {
             Ok(token) => token,
             Err(why) => return Outcome::Transient(why),
         };

@@ -17,6 +17,27 @@ pub const ARM_AUDIENCE: &str = "https://management.azure.com";
 /// Audience of the Logs Ingestion API.
 pub const MONITOR_AUDIENCE: &str = "https://monitor.azure.com";
 
+/// The token audience for an ARM endpoint: the endpoint's origin (`https://management.usgovcloudapi.net` in
+/// Azure Government), except loopback test endpoints, which stand in for the public cloud.
+pub fn arm_audience(endpoint: &url::Url) -> String {
+    match endpoint.host() {
+        Some(url::Host::Domain(d)) if !d.eq_ignore_ascii_case("localhost") => {
+            format!("{}://{d}", endpoint.scheme())
+        }
+        _ => ARM_AUDIENCE.to_owned(),
+    }
+}
+
+/// The token audience for a Logs Ingestion endpoint: `https://monitor.azure.us` / `.cn` in the sovereign
+/// clouds (by the endpoint's domain), `https://monitor.azure.com` everywhere else.
+pub fn monitor_audience(endpoint: &url::Url) -> &'static str {
+    match endpoint.host_str() {
+        Some(h) if h.ends_with(".azure.us") => "https://monitor.azure.us",
+        Some(h) if h.ends_with(".azure.cn") => "https://monitor.azure.cn",
+        _ => MONITOR_AUDIENCE,
+    }
+}
+
 /// Hands out bearer tokens by audience.
 #[async_trait::async_trait]
 pub trait Tokens: Send + Sync + fmt::Debug {
@@ -59,5 +80,42 @@ impl Tokens for ManagedIdentityTokens {
             .map(|t| t.token.secret().to_owned())
             // The error's kind only: its text can echo the identity endpoint's answer.
             .map_err(|e| format!("no managed identity token for {audience}: {}", e.kind()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> url::Url {
+        url::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn audiences_follow_the_cloud() {
+        assert_eq!(
+            arm_audience(&url("https://management.azure.com/")),
+            ARM_AUDIENCE
+        );
+        assert_eq!(
+            arm_audience(&url("https://management.usgovcloudapi.net")),
+            "https://management.usgovcloudapi.net"
+        );
+        assert_eq!(arm_audience(&url("http://127.0.0.1:8080")), ARM_AUDIENCE);
+        assert_eq!(arm_audience(&url("http://localhost:8080")), ARM_AUDIENCE);
+        assert_eq!(
+            monitor_audience(&url("https://dcr-1.westeurope-1.ingest.monitor.azure.com")),
+            MONITOR_AUDIENCE
+        );
+        assert_eq!(
+            monitor_audience(&url(
+                "https://dcr-1.usgovvirginia-1.ingest.monitor.azure.us"
+            )),
+            "https://monitor.azure.us"
+        );
+        assert_eq!(
+            monitor_audience(&url("http://127.0.0.1:9")),
+            MONITOR_AUDIENCE
+        );
     }
 }
