@@ -153,7 +153,9 @@ pub fn poison_queue_row(now: &DateTime<Utc>, site: &str, queue: &str, count: i64
 
 /// Sentinel incident ARM ids a commit report should comment on: the claims of kind `sentinel-incident`
 /// with a well-formed incident id. Only part 1 of a split commit comments (its totals cover all parts),
-/// so a 10k-address commit gives one comment per incident, not one per part.
+/// so a 10k-address commit gives one comment per incident, not one per part. A commit that only extends
+/// blocks for an incident (the rule firing again on a grouped incident) does not comment: that would
+/// spend the incident's 100 comments on renewals; the rows still record it.
 pub fn incidents(commit: &CommitReport) -> Vec<String> {
     if commit.part != 1 {
         return Vec::new();
@@ -162,11 +164,12 @@ pub fn incidents(commit: &CommitReport) -> Vec<String> {
     let from_totals = commit
         .totals
         .iter()
-        .filter(|t| t.source_kind.as_deref() == Some(INCIDENT_KIND))
+        .filter(|t| t.source_kind.as_deref() == Some(INCIDENT_KIND) && t.event != EventKind::Extend)
         .filter_map(|t| t.source_id.clone());
     let from_events = commit
         .events
         .iter()
+        .filter(|e| e.event != EventKind::Extend)
         .filter_map(|e| e.source.as_ref())
         .filter(|s| s.kind == INCIDENT_KIND)
         .filter_map(|s| s.id.clone());
@@ -514,6 +517,18 @@ mod tests {
             "{}",
             text.chars().count()
         );
+    }
+
+    #[test]
+    fn renewals_alone_do_not_comment() {
+        let (_, mut commit) = report(2, "r");
+        commit.totals[0].event = EventKind::Extend;
+        commit.events[0].event = EventKind::Extend;
+        assert!(incidents(&commit).is_empty());
+        let mut refused = commit.events[0].clone();
+        refused.event = EventKind::Refused;
+        commit.events.push(refused);
+        assert_eq!(incidents(&commit), [INCIDENT]);
     }
 
     #[test]
