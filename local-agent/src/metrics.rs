@@ -397,17 +397,22 @@ impl Health {
         });
     }
 
-    /// A commit succeeded (`committed`), or the backend came up or answered without a write (this clears
-    /// reachability problems but not a failing commit).
-    pub fn backend_ok(&self, committed: bool) {
+    /// The backend came up or answered without a write: clears reachability problems, not a failing
+    /// commit (a reachable firewall may still refuse writes).
+    pub fn backend_reachable(&self) {
         self.with(|l| {
-            if committed {
-                l.last_commit = Some(Utc::now());
-                l.commit_failing_since = None;
-            }
             l.backend_ready = true;
             l.backend_failing_since = None;
         });
+    }
+
+    /// A firewall commit succeeded: clears reachability and commit problems.
+    pub fn commit_succeeded(&self) {
+        self.with(|l| {
+            l.last_commit = Some(Utc::now());
+            l.commit_failing_since = None;
+        });
+        self.backend_reachable();
     }
 
     /// A firewall commit failed; stays reported until a commit succeeds.
@@ -420,7 +425,7 @@ impl Health {
 
     /// The failed commit was rejected for one message's content while the firewall is otherwise healthy
     /// (that message goes its own way); the firewall is not failing.
-    pub fn commit_rejection_was_the_message(&self) {
+    pub fn commit_rejected_for_content(&self) {
         self.with(|l| l.commit_failing_since = None);
     }
 
@@ -519,13 +524,6 @@ struct HttpState {
     unhealthy_after: Duration,
 }
 
-#[derive(Serialize)]
-struct HealthBody {
-    status: &'static str,
-    problems: Vec<String>,
-    live: LiveStatus,
-}
-
 async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -534,20 +532,11 @@ async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn healthz_handler(State(s): State<HttpState>) -> impl IntoResponse {
-    let problems = s.health.problems(s.unhealthy_after);
-    let status = if problems.is_empty() {
+    let body = crate::status::Healthz::of(&s.health, s.unhealthy_after);
+    let status = if body.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = HealthBody {
-        status: if problems.is_empty() {
-            "ok"
-        } else {
-            "unhealthy"
-        },
-        problems,
-        live: s.health.snapshot(),
     };
     (status, Json(body))
 }
@@ -645,23 +634,23 @@ mod tests {
     #[tokio::test]
     async fn failing_commits_stay_unhealthy_until_a_commit_succeeds() {
         let health = Arc::new(Health::default());
-        health.backend_ok(false);
+        health.backend_reachable();
         assert_eq!(healthz(&health).await, StatusCode::OK);
         health.commit_failed("nft: Operation not permitted");
         assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
         // A reconcile that finds no drift (no write) proves nothing about commits.
-        health.backend_ok(false);
+        health.backend_reachable();
         let problems = health.problems(Duration::ZERO);
         assert!(
             problems.iter().any(|p| p.contains("commits failing")),
             "{problems:?}"
         );
         assert_eq!(healthz(&health).await, StatusCode::SERVICE_UNAVAILABLE);
-        health.backend_ok(true);
+        health.commit_succeeded();
         assert_eq!(healthz(&health).await, StatusCode::OK);
         // A rejection pinned on one message does not make the firewall unhealthy.
         health.commit_failed("bad element");
-        health.commit_rejection_was_the_message();
+        health.commit_rejected_for_content();
         assert_eq!(healthz(&health).await, StatusCode::OK);
     }
 
