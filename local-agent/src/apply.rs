@@ -22,7 +22,8 @@ use crate::clock::Clock;
 use crate::db::Db;
 use crate::decide::{self, Change, Claims, Op, Plan};
 use crate::failpoint;
-use crate::metrics::{Health, Metrics};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyInputs, Refused};
 use crate::store::{AuditEvent, EventKind, Record, Seen, Store, StoreError, TargetEvent};
 
@@ -355,7 +356,7 @@ impl Engine {
             Ok(stats) => {
                 self.health.set_notices(backend.notices());
                 let elapsed = started.elapsed();
-                self.metrics.commit_duration.observe(elapsed);
+                self.metrics.commit_duration.observe(elapsed.as_secs_f64());
                 self.metrics
                     .last_commit
                     .set(self.clock.now().timestamp() as f64);
@@ -456,7 +457,7 @@ impl Engine {
             self.db.call(move |s| s.note_deferrals(&ids, now)).await?;
             self.metrics
                 .messages_deferred
-                .add(ledger.deferred_ids.len() as u64);
+                .inc_by(ledger.deferred_ids.len() as u64);
             tracing::error!(
                 messages = ledger.deferred_ids.len(),
                 limit = self.max_new_per_hour,
@@ -492,9 +493,9 @@ impl Engine {
             unblocked,
             ..
         } = *applied;
-        self.metrics.blocks_applied.add(blocked as u64);
-        self.metrics.blocks_extended.add(extended as u64);
-        self.metrics.blocks_unblocked.add(unblocked as u64);
+        self.metrics.blocks_applied.inc_by(blocked as u64);
+        self.metrics.blocks_extended.inc_by(extended as u64);
+        self.metrics.blocks_unblocked.inc_by(unblocked as u64);
         self.update_active(now).await;
         if added {
             self.expiry_changed.notify_one();
@@ -539,7 +540,7 @@ impl Engine {
             ..Record::default()
         };
         self.db.call(move |s| s.record(&record)).await?;
-        self.metrics.blocks_expired.add(expired.len() as u64);
+        self.metrics.blocks_expired.inc_by(expired.len() as u64);
         self.update_active(now).await;
         tracing::info!(count = expired.len(), targets = %sample(&expired, 10), "Blocks expired.");
         Ok(expired.len())
@@ -582,7 +583,7 @@ impl Engine {
             self.db.call(move |s| s.record(&record)).await?;
         }
         let repaired = drift.missing.len() + drift.extra.len();
-        self.metrics.reconcile_repairs.add(repaired as u64);
+        self.metrics.reconcile_repairs.inc_by(repaired as u64);
         self.update_active(now).await;
         let active = self.db.call(move |s| s.active_count(now)).await?;
         if repaired > 0 || !drift.refused.is_empty() {

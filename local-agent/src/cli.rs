@@ -19,7 +19,7 @@ use crate::backends::{self, BackendError};
 use crate::config::{Config, LogFormat, DEFAULT_PATH};
 use crate::control::{self, ManualResult, Request};
 use crate::daemon::{self, StateLock};
-use crate::metrics::Health;
+use crate::health::Health;
 use crate::span::Span;
 use crate::status::StatusReport;
 use crate::store::{AuditQuery, Store};

@@ -24,8 +24,9 @@ use crate::backends::{self, BackendError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::{self, Handlers};
+use crate::endpoint;
 use crate::expire;
-use crate::metrics::{self, Health};
+use crate::health::Health;
 use crate::poll::Consumer;
 use crate::status::StatusReport;
 use crate::store::Store;
@@ -250,7 +251,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     ));
 
     if let Some(m) = config.metrics {
-        let router = metrics::router(
+        let router = endpoint::router(
             Arc::clone(&metrics),
             Arc::clone(&health),
             m.unhealthy_after.get(),

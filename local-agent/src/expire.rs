@@ -114,7 +114,7 @@ mod tests {
     use crate::apply::EngineParts;
     use crate::backends::dry_run::{DryRun, DryRunConfig};
     use crate::clock::Clock;
-    use crate::metrics::Health;
+    use crate::health::Health;
     use crate::store::Store;
     use queue_message::{NeverBlock, Target};
 

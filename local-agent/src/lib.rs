@@ -14,7 +14,8 @@
 //! Around them: [`clock`] (the one time source), [`config`] (the TOML file), [`span`] (durations),
 //! [`backends`] (the firewall trait, the
 //! factory and the implementations), [`hostaddr`] (this host's own addresses), [`control`] (the Unix
-//! socket the CLI talks to), [`metrics`] (Prometheus and `/healthz`), [`status`] (the status report), [`daemon`] (`run`: wiring and
+//! socket the CLI talks to), [`metrics`] (the exported series), [`health`] (the health state machine), [`endpoint`]
+//! (`/metrics` and `/healthz`), [`status`] (the status report), [`daemon`] (`run`: wiring and
 //! shutdown), [`cli`] (the subcommands), [`telemetry`] (logging) and [`failpoint`] (crash points for the
 //! redelivery tests, debug builds only).
 
@@ -28,8 +29,10 @@ pub mod control;
 pub mod daemon;
 pub mod db;
 pub mod decide;
+pub mod endpoint;
 pub mod expire;
 pub mod failpoint;
+pub mod health;
 pub mod hostaddr;
 pub mod metrics;
 pub mod policy;

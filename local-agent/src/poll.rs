@@ -34,7 +34,8 @@ use crate::backends::BackendError;
 use crate::classify::{self, Admitted, Discard, Poison, PoisonReason, Rules, Verdict};
 use crate::clock::Clock;
 use crate::config::QueueSettings;
-use crate::metrics::{Health, Metrics};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::store::{AuditEvent, EventKind};
 
 /// Messages received per call (the service maximum).
@@ -134,8 +135,7 @@ impl Consumer {
 
     fn count_transactions(&self) {
         self.metrics
-            .queue_transactions
-            .set((self.queue.transactions() + self.poison.transactions()) as f64);
+            .set_queue_transactions(self.queue.transactions() + self.poison.transactions());
     }
 
     fn visibility(&self, window: Duration) -> u32 {
@@ -152,7 +152,9 @@ impl Consumer {
     async fn receive(&self, max: u8, vis: u32) -> Result<Vec<Received>, queue_message::QueueError> {
         let started = Instant::now();
         let result = self.queue.receive(max, vis).await;
-        self.metrics.poll_duration.observe(started.elapsed());
+        self.metrics
+            .poll_duration
+            .observe(started.elapsed().as_secs_f64());
         self.count_transactions();
         self.metrics
             .last_poll
@@ -336,7 +338,7 @@ impl Consumer {
             received: batch.len(),
             ..Pass::default()
         };
-        self.metrics.messages_received.add(batch.len() as u64);
+        self.metrics.messages_received.inc_by(batch.len() as u64);
         let verdicts = self.classify(&batch).await;
         let mut admitted: Vec<(Received, Admitted)> = Vec::new();
         for (r, verdict) in batch.into_iter().zip(verdicts) {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::metrics::{Health, LiveStatus};
+use crate::health::{Health, LiveStatus};
 use crate::store::{Store, StoreError};
 
 /// `status` as reported by a running daemon or read offline.

@@ -14,7 +14,7 @@ use portcullis_agent::backends::nftables::{Nftables, NftablesConfig};
 use portcullis_agent::backends::Backend;
 use portcullis_agent::clock::Clock;
 use portcullis_agent::decide::{Intent, Op};
-use portcullis_agent::metrics::Health;
+use portcullis_agent::health::Health;
 use portcullis_agent::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
