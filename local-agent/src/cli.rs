@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backends::{self, BackendError};
-use crate::config::{Config, LogFormat, DEFAULT_PATH};
+use crate::config::{Config, DEFAULT_PATH};
 use crate::control::{self, ManualResult, Request};
 use crate::daemon::{self, StateLock};
 use crate::health::Health;
@@ -24,6 +24,7 @@ use crate::span::Span;
 use crate::status::StatusReport;
 use crate::store::{AuditQuery, Store};
 use crate::{expire, telemetry};
+use queue_message::LogFormat;
 
 /// Portcullis agent: enforces Sentinel-driven block messages from an Azure Storage Queue on this host's
 /// firewall.

@@ -80,13 +80,12 @@ impl StateLock {
 pub fn queues(config: &Config) -> anyhow::Result<(queue_message::Queue, queue_message::Queue)> {
     let q = &config.queue;
     let connection = Arc::new(
-        q.connection
-            .connect(q.api_version.as_deref())
+        crate::config::connect(&q.connection, q.api_version.as_deref())
             .context("queue connection")?,
     );
     let poison_connection = match &q.poison_connection {
         Some(c) => Arc::new(
-            c.connect(q.api_version.as_deref())
+            crate::config::connect(c, q.api_version.as_deref())
                 .context("poison queue connection")?,
         ),
         None => Arc::clone(&connection),
@@ -123,14 +122,10 @@ pub fn service_hosts(config: &Config) -> Vec<String> {
     let q = &config.queue;
     let mut hosts = Vec::new();
     for connection in std::iter::once(&q.connection).chain(q.poison_connection.as_ref()) {
-        if let Ok(c) = connection.connect(q.api_version.as_deref()) {
+        if let Ok(c) = crate::config::connect(connection, q.api_version.as_deref()) {
             hosts.extend(c.service_url().host_str().map(str::to_owned));
         }
-        if matches!(
-            connection,
-            crate::config::Connection::ClientSecret { .. }
-                | crate::config::Connection::AzureCli { .. }
-        ) {
+        if connection.signs_in_at_entra() {
             hosts.push("login.microsoftonline.com".to_owned());
         }
     }

@@ -2,9 +2,11 @@
 //!
 //! # Layout
 //! `target` (one address or network, canonical) → `policy` (the never-block rules) → `message` (the signed
-//! wire format) → `connection` (queue settings and operations; `sas` derives account SAS tokens).
+//! wire format) → `connection` (queue settings and operations; `sas` derives account SAS tokens) and
+//! `access` (the queue-name rule, how a binary authenticates, the shared log-format setting).
 //! `duration` parses the ISO-8601 durations used in settings and payloads.
 
+pub mod access;
 pub mod connection;
 pub mod duration;
 pub mod message;
@@ -12,6 +14,7 @@ pub mod policy;
 pub mod sas;
 pub mod target;
 
+pub use access::{valid_queue_name, LogFormat, QueueAccess};
 pub use connection::{ConnectionError, Peeked, Queue, QueueConnection, QueueError, Received};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use message::{
