@@ -397,6 +397,21 @@ mod tests {
         Settings::from_lookup(&move |name| map.get(name).cloned())
     }
 
+    /// The key the handler reads from its setting signs the shared known answer byte for byte.
+    #[test]
+    fn the_configured_key_signs_the_known_answer() {
+        let s = with(&[
+            (
+                "PORTCULLIS_SIGNING_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+        ])
+        .unwrap();
+        let text = queue_message::golden::message().encode(&s.signing_key);
+        assert_eq!(text, queue_message::golden::TEXT);
+    }
+
     #[test]
     fn minimal_settings_take_the_defaults() {
         let s = with(&[

@@ -455,6 +455,41 @@ mod tests {
         }
     }
 
+    /// The shared known answer (what a handler of any version signs) is verified and admitted with both
+    /// its targets.
+    #[test]
+    fn the_known_answer_message_is_verified_and_admitted() {
+        let rules = Rules {
+            keys: Arc::from(vec![queue_message::golden::key()]),
+            policy: Arc::new(Policy::from(NeverBlock::new(
+                Vec::new(),
+                vec![
+                    "198.51.100.0/24".parse().unwrap(),
+                    "2001:db8::/32".parse().unwrap(),
+                ],
+                16,
+                32,
+            ))),
+            ..rules()
+        };
+        let r = received("q1", queue_message::golden::TEXT.to_owned(), 1);
+        let verdicts = classify(&[r], &rules, &Table::default());
+        let Verdict::Apply(admitted) = &verdicts[0] else {
+            panic!("not admitted: {:?}", verdicts[0]);
+        };
+        let targets: Vec<String> = admitted
+            .ops
+            .iter()
+            .map(|op| op.target.to_string())
+            .collect();
+        assert_eq!(targets, ["198.51.100.7", "2001:db8::/64"]);
+        let seen = admitted.group.seen.as_ref().unwrap();
+        assert_eq!(
+            seen.message_id,
+            queue_message::golden::message().id.to_string()
+        );
+    }
+
     #[test]
     fn the_same_message_twice_in_one_batch_is_a_replay() {
         let batch = [

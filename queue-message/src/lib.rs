@@ -9,6 +9,9 @@
 pub mod access;
 pub mod connection;
 pub mod duration;
+/// The known-answer signing test shared by the handler's and the agent's tests.
+#[cfg(any(test, feature = "testing"))]
+pub mod golden;
 pub mod message;
 pub mod policy;
 pub mod sas;
