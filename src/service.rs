@@ -132,7 +132,7 @@ impl AppState {
 fn reports_from_settings(settings: &Settings) -> Result<crate::reports::Reports, String> {
     let client_id = match &settings.queue {
         QueueAccess::ManagedIdentity { client_id, .. } => client_id.as_deref(),
-        QueueAccess::ConnectionString(_) => None,
+        _ => None,
     };
     let tokens = crate::reports::token::ManagedIdentityTokens::new(client_id)?;
     let reader = connect_with(&settings.queue, "r")?;
@@ -172,16 +172,11 @@ fn connect_with(
     access: &QueueAccess,
     permissions: &'static str,
 ) -> Result<Arc<QueueConnection>, String> {
-    let connection = match access {
-        QueueAccess::ConnectionString(text) => {
-            QueueConnection::parse(text).map_err(|e| format!("PORTCULLIS_QUEUE: {e}"))?
-        }
-        QueueAccess::ManagedIdentity {
-            service_uri,
-            client_id,
-        } => QueueConnection::managed_identity(service_uri, client_id.as_deref())
-            .map_err(|e| format!("PORTCULLIS_QUEUE__queueServiceUri: {e}"))?,
+    let setting = match access {
+        QueueAccess::ConnectionText(_) => "PORTCULLIS_QUEUE",
+        _ => "PORTCULLIS_QUEUE__queueServiceUri",
     };
+    let connection = access.connect().map_err(|e| format!("{setting}: {e}"))?;
     let loopback = matches!(
         connection.service_url().host_str(),
         Some("127.0.0.1" | "localhost" | "[::1]")
@@ -378,7 +373,7 @@ mod tests {
 
     #[test]
     fn the_queue_connection_retries_briefly() {
-        let access = QueueAccess::ConnectionString("UseDevelopmentStorage=true".to_owned());
+        let access = QueueAccess::ConnectionText("UseDevelopmentStorage=true".to_owned());
         for create in [false, true] {
             let connection = connect(&access, create).unwrap();
             assert_eq!(
