@@ -463,6 +463,34 @@ async fn forged_reports_are_acknowledged_and_recorded_as_poisoned() {
                 && r["Reason"].as_str().unwrap().contains("unknown key id"))
     );
     assert!(events_of(&l.ingestion, "block").is_empty());
+
+    // A direct invocation: refused reports are counted, and the counters reach the invocation log.
+    let response = reqwest::Client::new()
+        .post(l.handler.url("/reports"))
+        .header("Content-Type", "application/json")
+        .body(serde_json::json!({"Data": {"report": "{\"v\":1}"}, "Metadata": {"DequeueCount": 1, "Id": "direct"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let logs = body["Logs"].as_array().unwrap();
+    assert!(
+        logs[0].as_str().unwrap().starts_with("report refused"),
+        "{body}"
+    );
+    assert!(
+        logs.last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("\"reports_refused\":3"),
+        "{body}"
+    );
+    assert_eq!(
+        (&body["Outputs"], &body["ReturnValue"]),
+        (&serde_json::json!({}), &Value::Null)
+    );
 }
 
 #[tokio::test]

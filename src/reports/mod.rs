@@ -292,8 +292,18 @@ impl Reports {
             .insert(key);
     }
 
-    /// Handles one `reports` invocation body.
+    /// Handles one `reports` invocation body; the answer's last log line is the counters since start-up
+    /// (they reach the invocation log in Application Insights).
     pub async fn invoke(&self, body: &[u8]) -> Answer {
+        let mut answer = self.invoke_inner(body).await;
+        answer.logs.push(format!(
+            "counters {}",
+            serde_json::to_string(&self.stats).unwrap_or_default()
+        ));
+        answer
+    }
+
+    async fn invoke_inner(&self, body: &[u8]) -> Answer {
         let invocation = match parse_invocation(body, "report") {
             Ok(i) => i,
             Err(why) => {
@@ -528,6 +538,11 @@ mod tests {
             (text, 3, "abc")
         );
         let c = parse_invocation(object.to_string().as_bytes(), "report").unwrap();
+        assert_eq!(
+            serde_json::to_value(Stats::default()).unwrap()["reports_refused"],
+            0,
+            "counters serialise as plain numbers"
+        );
         assert_eq!(
             serde_json::from_str::<Value>(&c.text).unwrap(),
             json!({"v": 1, "id": "x"})
