@@ -552,6 +552,37 @@ mod tests {
         assert!(parse_invocation(br#"{"Data": {"report": 5}}"#, "report").is_err());
     }
 
+    /// If the host hands the message over as a parsed object (key order lost), the report still verifies:
+    /// the signature covers canonical bytes rebuilt from the parsed fields.
+    #[test]
+    fn a_report_delivered_as_an_object_still_verifies() {
+        let key = SigningKey::from_bytes(vec![4; 32]).unwrap();
+        let report = Report {
+            id: uuid::Uuid::from_u128(9),
+            site: "home".to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            created_at: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 6, 0, 0).unwrap(),
+            body: queue_message::ReportBody::Heartbeat(queue_message::Heartbeat {
+                backend: "nftables".to_owned(),
+                healthy: true,
+                problems: Vec::new(),
+                active_blocks: 3,
+                last_commit_at: None,
+                outbox_depth: 0,
+                poisoned_since_last: 0,
+            }),
+        };
+        let object: Value = serde_json::from_str(&report.encode(&key)).unwrap();
+        for data in [object.clone(), Value::String(object.to_string())] {
+            let envelope = json!({"Data": {"report": data}, "Metadata": {"DequeueCount": 1}});
+            let invocation = parse_invocation(envelope.to_string().as_bytes(), "report").unwrap();
+            assert_eq!(
+                Report::decode(&invocation.text, std::slice::from_ref(&key)).unwrap(),
+                report
+            );
+        }
+    }
+
     #[test]
     fn recent_forgets_the_oldest() {
         let mut r = Recent::default();
