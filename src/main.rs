@@ -81,6 +81,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(reports) = &state.reports {
         if reports.has_sink() {
             tracing::info!(queue = %settings.reports.queue, "{}", reports.describe());
+            if std::env::var_os("IDENTITY_ENDPOINT").is_none() {
+                tracing::warn!(
+                    "IDENTITY_ENDPOINT is not set (not in App Service / Functions?): return-path tokens will be asked of the instance metadata service, and reports fail and retry if it is absent. Set PORTCULLIS_SENTINEL_COMMENTS=false and leave the logs settings unset to run without the return path."
+                );
+            }
         } else {
             tracing::warn!(queue = %settings.reports.queue, "{}", reports.describe());
         }
