@@ -111,6 +111,7 @@ impl AppState {
             },
             extract: ExtractConfig {
                 ip_dimensions: settings.ip_dimensions.clone(),
+                ..ExtractConfig::for_max_targets(settings.max_targets)
             },
             signing_key: settings.signing_key.clone(),
             queues: Arc::clone(&queues) as Arc<dyn Enqueue>,

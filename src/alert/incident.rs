@@ -9,7 +9,7 @@ use queue_message::Source;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{clip, entities, Alert, Candidate, Details, Intent, Kind, Severity};
+use super::{clip, entities, Alert, Collector, Details, ExtractConfig, Intent, Kind, Severity};
 use crate::lenient::{LList, LObj, LStr};
 
 /// The incident resource (`object` in the trigger body).
@@ -49,9 +49,9 @@ struct EntityProperties {
 }
 
 /// Builds the [`Alert`] of an incident.
-pub(crate) fn from_resource(resource: Resource) -> Alert {
+pub(crate) fn from_resource(resource: Resource, config: &ExtractConfig) -> Alert {
     let props = resource.properties.0.unwrap_or_default();
-    let mut candidates = Vec::with_capacity(props.related_entities.0.len());
+    let mut candidates = Collector::new(config.max_candidates);
     for entity in props.related_entities.0 {
         if entity
             .kind
@@ -59,10 +59,7 @@ pub(crate) fn from_resource(resource: Resource) -> Alert {
             .is_some_and(|k| k.eq_ignore_ascii_case("ip"))
         {
             if let Some(address) = entity.properties.0.and_then(|p| p.address.take()) {
-                candidates.push(Candidate {
-                    text: address,
-                    origin: "relatedEntities",
-                });
+                candidates.push(&address, "relatedEntities");
             }
         }
     }
@@ -73,6 +70,7 @@ pub(crate) fn from_resource(resource: Resource) -> Alert {
             scan_alert_details(alert, &mut details);
         }
     }
+    let (candidates, capped) = candidates.finish();
 
     let status = props.status.as_deref().unwrap_or("New");
     let classification = props.classification.as_deref();
@@ -112,6 +110,7 @@ pub(crate) fn from_resource(resource: Resource) -> Alert {
         reason,
         details,
         candidates,
+        capped,
     }
 }
 
@@ -152,7 +151,6 @@ mod tests {
             [
                 "23.97.60.214",
                 "10.3.2.8",
-                "23.97.60.214",
                 "2a01:111:f400::/48",
                 "52.178.17.2"
             ]
