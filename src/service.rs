@@ -111,6 +111,7 @@ impl AppState {
             },
             extract: ExtractConfig {
                 ip_dimensions: settings.ip_dimensions.clone(),
+                rule_ids: settings.rule_ids.clone(),
                 ..ExtractConfig::for_max_targets(settings.max_targets)
             },
             signing_key: settings.signing_key.clone(),

@@ -151,6 +151,9 @@ pub struct ExtractConfig {
     /// `PORTCULLIS_MAX_TARGETS` ([`ExtractConfig::for_max_targets`]): a payload is only cut short when it
     /// would be refused anyway, unless it spells each target several different ways.
     pub max_candidates: usize,
+    /// `PORTCULLIS_RULE_IDS`: analytics rule ids (lower-case GUIDs, [`incident::normalise_rule_id`]) whose
+    /// alerts may block; empty = every alert of an incident counts.
+    pub rule_ids: Vec<String>,
 }
 
 impl ExtractConfig {
@@ -162,6 +165,7 @@ impl ExtractConfig {
     pub fn for_max_targets(max_targets: usize) -> Self {
         Self {
             ip_dimensions: Vec::new(),
+            rule_ids: Vec::new(),
             max_candidates: max_targets
                 .saturating_mul(Self::TEXTS_PER_TARGET)
                 .saturating_add(1),
