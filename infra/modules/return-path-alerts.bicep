@@ -44,7 +44,7 @@ var alerts = [
   }
 ]
 
-resource rules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for a in alerts: {
+resource rules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for a in alerts: {
   name: a.name
   location: location
   tags: tags

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from bicep_eval import Evaluator, Ref
+from bicep_eval import Evaluator, Ref, kql_projected_columns
 
 SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"
@@ -147,12 +147,19 @@ def test_detection_queries_read_only_declared_columns(infra_dir, parsed):
 
 def test_return_path_rules_and_workbook(infra_dir, parsed):
     ev = Evaluator(parsed("modules/return-path-rules.bicep"), {"workspaceName": "ws", "location": "westeurope"})
+    kql = Evaluator(parsed("modules/return-path-kql.bicep"), {})
     for name, display in (("siteSilent", "Portcullis: site silent"),
                           ("enforcementFailing", "Portcullis: enforcement failing")):
         props = ev.resource_body(name)["properties"]
         assert props["displayName"] == display
         assert props["queryFrequency"] == "PT5M"
         assert "entityMappings" not in props, "no IP entity: nothing for the handler to block"
+        # Issue 9 item 15: at most 3 {{column}} placeholders per format, each a projected column.
+        columns = kql_projected_columns(kql.output(name).replace("\\n", "\n"))
+        for field, text in props["alertDetailsOverride"].items():
+            placeholders = re.findall(r"\{\{([^{}]*)\}\}", text)
+            assert len(placeholders) <= 3, (name, field, text)
+            assert set(placeholders) <= set(columns), (name, field, placeholders, columns)
     workbook = ev.resource_body("workbook")
     assert workbook["properties"]["category"] == "sentinel"
     data = json.loads((infra_dir / "workbook" / "portcullis.workbook.json").read_text())
