@@ -15,7 +15,7 @@
 //! [`backends`] (the firewall trait, the
 //! factory and the implementations), [`hostaddr`] (this host's own addresses), [`control`] (the Unix
 //! socket the CLI talks to), [`metrics`] (the exported series), [`health`] (the health state machine), [`endpoint`]
-//! (`/metrics` and `/healthz`), [`status`] (the status report), [`daemon`] (`run`: wiring and
+//! (`/metrics` and `/healthz`), [`status`] (the status report), [`reports`] (the return path's durable outbox), [`daemon`] (`run`: wiring and
 //! shutdown), [`cli`] (the subcommands), [`telemetry`] (logging) and [`failpoint`] (crash points for the
 //! redelivery tests, debug builds only).
 
@@ -37,6 +37,7 @@ pub mod hostaddr;
 pub mod metrics;
 pub mod policy;
 pub mod poll;
+pub mod reports;
 pub mod span;
 pub mod status;
 pub mod store;

@@ -4,8 +4,8 @@
 //! target: the latest claim's expiry; what the firewall must hold), `audit` (append-only: received,
 //! blocked, extended, unblocked, expired, refused, poisoned, …, with who/what/when/why), `seen` (message ids
 //! already applied, for replay protection, pruned after the message's own expiry), `deliveries` (failures
-//! and rate-limit deferrals per queue message, for the poison decision) and `meta` (last commit, last
-//! error).
+//! and rate-limit deferrals per queue message, for the poison decision), `meta` (last commit, last
+//! error) and `outbox` (signed reports not yet sent; owned by [`crate::reports::outbox`]).
 //!
 //! Nothing is cached in memory: 100k blocks cost the agent only SQLite's page cache. Every change that
 //! follows a firewall commit is recorded in one transaction ([`Store::record`]), so a crash leaves either
@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
 
 /// A state database problem.
@@ -427,6 +433,11 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection, for modules that own their own table (the reports [`outbox`](crate::reports::outbox)).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     fn setup(&self, write: bool) -> Result<(), StoreError> {
