@@ -6,6 +6,7 @@
 //! the report of that one commit (the audit log still has it), never a block.
 
 pub mod outbox;
+pub mod sender;
 
 use chrono::{DateTime, Utc};
 use queue_message::report::{CommitEvent, EventKind as ReportKind, Report};
