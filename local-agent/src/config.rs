@@ -25,6 +25,8 @@ pub const DEFAULT_PATH: &str = "/etc/portcullis/agent.toml";
 pub const ENV_CONNECTION: &str = "PORTCULLIS_QUEUE";
 /// Environment variable with the SAS URL of the poison queue.
 pub const ENV_POISON_CONNECTION: &str = "PORTCULLIS_POISON_QUEUE";
+/// Environment variable with the reports queue's connection string or SAS URL (permission `a`).
+pub const ENV_REPORTS_CONNECTION: &str = "PORTCULLIS_REPORTS_QUEUE";
 /// Environment variable with the base64 signing key.
 pub const ENV_SIGNING_KEY: &str = "PORTCULLIS_SIGNING_KEY";
 /// Environment variable with the service principal's client secret.
@@ -121,6 +123,27 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    reports: RawReports,
+}
+
+/// `[reports]`: the return path (issue 10).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    /// Send commit reports and heartbeats (default true).
+    enabled: Option<bool>,
+    /// Reports queue name (default `portcullis-reports`).
+    queue: Option<String>,
+    /// Connection string or SAS URL with add-only rights (env `PORTCULLIS_REPORTS_QUEUE` wins; default: the
+    /// `[queue]` connection).
+    connection: Option<String>,
+    /// File holding `connection`.
+    connection_file: Option<PathBuf>,
+    /// Site name in every report (default: the `[queue]` name).
+    site: Option<String>,
+    /// Interval between heartbeats (default 5m).
+    heartbeat: Option<Span>,
 }
 
 /// `[queue]`.
@@ -329,6 +352,21 @@ pub struct FirewallSettings {
     pub reconcile_interval: Span,
 }
 
+/// `[reports]`, validated.
+#[derive(Debug, Clone)]
+pub struct ReportsSettings {
+    /// Whether reports are sent at all.
+    pub enabled: bool,
+    /// The reports queue's name.
+    pub queue: String,
+    /// Its connection (the `[queue]` connection unless one was given).
+    pub connection: QueueAccess,
+    /// The site name reports carry.
+    pub site: String,
+    /// Interval between heartbeats.
+    pub heartbeat: Span,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -344,6 +382,8 @@ pub struct Config {
     pub metrics: Option<MetricsSettings>,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[reports]`.
+    pub reports: ReportsSettings,
 }
 
 /// Where secrets come from besides the file: the process environment, or a map in tests.
@@ -410,6 +450,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::new("agent.toml", toml_problem(Some(text), &e)))?;
         let queue = validate_queue(raw.queue, env)?;
+        let reports = validate_reports(raw.reports, &queue, env)?;
         let state = validate_state(raw.state);
         let policy = validate_policy(raw.policy)?;
         let firewall = raw.firewall.unwrap_or_default();
@@ -439,8 +480,70 @@ impl Config {
             firewall,
             metrics,
             log,
+            reports,
         })
     }
+}
+
+fn validate_reports(
+    raw: RawReports,
+    queue: &QueueSettings,
+    env: &dyn Env,
+) -> Result<ReportsSettings, ConfigError> {
+    let text = secret(
+        env,
+        ENV_REPORTS_CONNECTION,
+        "reports.connection_file",
+        raw.connection_file.as_ref(),
+        raw.connection.as_ref(),
+    )?;
+    let hint = match &text {
+        Some(text) => queue_message::QueueConnection::parse(text)
+            .map_err(|e| ConfigError::new("reports.connection", e.to_string()))?
+            .queue_hint()
+            .map(str::to_owned),
+        None => None,
+    };
+    let name = match (raw.queue, hint) {
+        (Some(name), Some(hint)) if name != hint => {
+            return Err(ConfigError::new(
+                "reports.queue",
+                format!("`{name}` differs from the queue `{hint}` named in the SAS URL"),
+            ))
+        }
+        (Some(name), _) => name,
+        (None, Some(hint)) => hint,
+        (None, None) => "portcullis-reports".to_owned(),
+    };
+    if !valid_queue_name(&name) || name == queue.name || name == queue.poison_name {
+        return Err(ConfigError::new(
+            "reports.queue",
+            format!(
+                "`{name}` is not a queue name (3–63 lower-case letters, digits, single hyphens) different \
+                 from the block and poison queues"
+            ),
+        ));
+    }
+    let heartbeat = raw.heartbeat.unwrap_or(Span::secs(300));
+    if heartbeat.get() < std::time::Duration::from_secs(10) {
+        return Err(ConfigError::new(
+            "reports.heartbeat",
+            "must be at least 10s",
+        ));
+    }
+    let site = raw.site.unwrap_or_else(|| queue.name.clone());
+    if site.trim().is_empty() {
+        return Err(ConfigError::new("reports.site", "must not be empty"));
+    }
+    Ok(ReportsSettings {
+        enabled: raw.enabled.unwrap_or(true),
+        queue: name,
+        connection: text
+            .map(QueueAccess::ConnectionText)
+            .unwrap_or_else(|| queue.connection.clone()),
+        site,
+        heartbeat,
+    })
 }
 
 fn validate_queue(raw: RawQueue, env: &dyn Env) -> Result<QueueSettings, ConfigError> {
@@ -746,6 +849,43 @@ mod tests {
         assert_eq!(config.queue.name, "portcullis");
         assert_eq!(config.policy.max_new_blocks_per_hour, 5000);
         assert_eq!(config.metrics.unwrap().listen.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn reports_default_to_the_queue_connection_and_name() {
+        let c = Config::from_toml(&minimal(), &env(&[])).unwrap();
+        assert!(c.reports.enabled);
+        assert_eq!(c.reports.queue, "portcullis-reports");
+        assert_eq!(c.reports.site, "portcullis");
+        assert_eq!(c.reports.heartbeat, Span::secs(300));
+        assert!(matches!(
+            &c.reports.connection,
+            QueueAccess::ConnectionText(t) if t == "UseDevelopmentStorage=true"
+        ));
+    }
+
+    #[test]
+    fn reports_take_their_own_sas_url_from_the_environment_and_check_its_queue() {
+        let sas = "https://acct.queue.core.windows.net/site-reports?sv=2023-11-03&sp=a&sig=x";
+        let text = format!(
+            "{}[reports]\nsite = \"home\"\nheartbeat = \"1m\"\n",
+            minimal()
+        );
+        let c = Config::from_toml(&text, &env(&[("PORTCULLIS_REPORTS_QUEUE", sas)])).unwrap();
+        assert_eq!(c.reports.queue, "site-reports");
+        assert_eq!(c.reports.site, "home");
+        assert_eq!(c.reports.heartbeat, Span::secs(60));
+        assert!(matches!(&c.reports.connection, QueueAccess::ConnectionText(t) if t == sas));
+
+        let clash = format!("{}[reports]\nqueue = \"other\"\n", minimal());
+        let e = Config::from_toml(&clash, &env(&[("PORTCULLIS_REPORTS_QUEUE", sas)])).unwrap_err();
+        assert!(e.to_string().contains("reports.queue"), "{e}");
+        let same = format!("{}[reports]\nqueue = \"portcullis\"\n", minimal());
+        assert!(Config::from_toml(&same, &env(&[])).is_err());
+        let unknown = format!("{}[reports]\nenable = false\n", minimal());
+        assert!(Config::from_toml(&unknown, &env(&[])).is_err());
+        let off = format!("{}[reports]\nenabled = false\n", minimal());
+        assert!(!Config::from_toml(&off, &env(&[])).unwrap().reports.enabled);
     }
 
     #[test]
