@@ -147,6 +147,8 @@ pub struct Engine {
     unrecorded: Mutex<BTreeSet<Target>>,
     /// Host names of the services the agent needs (queue endpoints, the Entra login host).
     service_hosts: Mutex<Vec<String>>,
+    /// Where commit reports go (the return path), once the daemon set it up.
+    reports: Mutex<Option<Arc<crate::reports::Sink>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +201,39 @@ impl Engine {
             expiry_changed: Notify::new(),
             unrecorded: Mutex::new(BTreeSet::new()),
             service_hosts: Mutex::new(Vec::new()),
+            reports: Mutex::new(None),
+        }
+    }
+
+    /// Sends a report of every later commit to `sink` (the return path).
+    pub fn send_reports(&self, sink: Arc<crate::reports::Sink>) {
+        *lock(&self.reports) = Some(sink);
+    }
+
+    /// The commit report's events for `record`, if reports are on.
+    fn report_events(
+        &self,
+        record: &Record,
+    ) -> Option<(
+        Arc<crate::reports::Sink>,
+        Vec<queue_message::report::CommitEvent>,
+    )> {
+        let sink = lock(&self.reports).clone()?;
+        Some((sink, crate::reports::commit_events(record)))
+    }
+
+    /// Queues the report of a recorded commit. Deliberately after the record, in its own transaction,
+    /// and never failing the commit: enforcement must not wait on (or be undone by) the reports queue.
+    async fn enqueue_report(
+        &self,
+        report: Option<(
+            Arc<crate::reports::Sink>,
+            Vec<queue_message::report::CommitEvent>,
+        )>,
+        at: DateTime<Utc>,
+    ) {
+        if let Some((sink, events)) = report {
+            sink.enqueue_commit(&self.db, at, events).await;
         }
     }
 
@@ -424,6 +459,8 @@ impl Engine {
         added: &[Target],
         touched: &BTreeSet<Target>,
     ) -> Result<(), ApplyError> {
+        let report = self.report_events(&record);
+        let at = record.at;
         let recorded = if failpoint::record_fails() {
             Err(StoreError::Corrupt(
                 "simulated failure (PORTCULLIS_FAIL_RECORD_WHILE)".to_owned(),
@@ -436,10 +473,13 @@ impl Engine {
             tracing::error!(error = %e, "Firewall committed but the state could not record it; the entries stay and the messages stay queued.");
             return Err(e.into());
         }
-        let mut unrecorded = lock(&self.unrecorded);
-        for target in touched {
-            unrecorded.remove(target);
+        {
+            let mut unrecorded = lock(&self.unrecorded);
+            for target in touched {
+                unrecorded.remove(target);
+            }
         }
+        self.enqueue_report(report, at).await;
         Ok(())
     }
 
@@ -539,7 +579,9 @@ impl Engine {
             meta: vec![("last_commit_at", now.to_rfc3339())],
             ..Record::default()
         };
+        let report = self.report_events(&record);
         self.db.call(move |s| s.record(&record)).await?;
+        self.enqueue_report(report, now).await;
         self.metrics.blocks_expired.inc_by(expired.len() as u64);
         self.update_active(now).await;
         tracing::info!(count = expired.len(), targets = %sample(&expired, 10), "Blocks expired.");

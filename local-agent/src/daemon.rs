@@ -172,6 +172,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     let token = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
+    // Return path (issue 10): commit reports through the durable outbox to the reports queue.
+    if let (true, Some(key)) = (config.reports.enabled, config.queue.keys.first()) {
+        let r = &config.reports;
+        let connection = Arc::new(
+            crate::config::connect(&r.connection, config.queue.api_version.as_deref())
+                .context("reports queue connection")?,
+        );
+        let reports_queue = connection.queue(&r.queue);
+        if config.queue.create_queues {
+            if let Err(e) = reports_queue.create_if_missing().await {
+                tracing::warn!(queue = %r.queue, error = %e, "Could not create the reports queue.");
+            }
+        }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        engine.send_reports(Arc::new(crate::reports::Sink {
+            site: r.site.clone(),
+            key: key.clone(),
+            bound: crate::reports::outbox::DEFAULT_BOUND,
+            wake: Arc::clone(&wake),
+        }));
+        tasks.spawn(crate::reports::sender::run(
+            engine.db().clone(),
+            reports_queue,
+            wake,
+            crate::reports::sender::Backoff::default(),
+            token.clone(),
+        ));
+    }
+
     // Control socket: status, sync, block, unblock.
     let status_queue = Arc::new(queues(&config)?.0);
     let runner = Runner::new(config.firewall.backend.netns().map(str::to_owned));

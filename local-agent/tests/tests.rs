@@ -19,6 +19,9 @@ mod backends;
 /// The consume loop against Azurite with the dry-run backend.
 mod queue;
 
+/// The return path: commit reports through the outbox to the reports queue (Azurite, dry-run).
+mod reports;
+
 /// The whole agent with nftables/ipset in a lab: drops, unblocks, expiry, drift, crashes, poison.
 mod firewall;
 

@@ -13,7 +13,76 @@ use queue_message::report::{CommitEvent, EventKind as ReportKind, Report};
 use queue_message::{SigningKey, Target};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use queue_message::report::{LogBatch, ReportBody};
+use tokio::sync::Notify;
+
+use crate::db::Db;
 use crate::store::{EventKind as StoreKind, Record};
+
+/// Where the executor hands its commit reports: the outbox, and a wake-up for the sender.
+#[derive(Debug)]
+pub struct Sink {
+    /// The site name reports carry (`[reports] site`).
+    pub site: String,
+    /// The key reports are signed with (the agent's current signing key).
+    pub key: SigningKey,
+    /// Most messages the outbox keeps.
+    pub bound: u64,
+    /// Notified after every push so the sender does not wait for its next round.
+    pub wake: Arc<Notify>,
+}
+
+impl Sink {
+    /// Signs one commit's events and appends them to the outbox. Called after the commit was recorded,
+    /// in its own transaction: a failure here is logged and costs only this report, never the commit.
+    pub async fn enqueue_commit(
+        &self,
+        db: &Db,
+        committed_at: DateTime<Utc>,
+        events: Vec<CommitEvent>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let template = Report {
+            id: Uuid::nil(),
+            site: self.site.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created_at: committed_at,
+            body: ReportBody::Logs(LogBatch::default()),
+        };
+        let texts = commit_messages(&template, Uuid::new_v4(), committed_at, &events, &self.key);
+        let bound = self.bound;
+        let pushed = db
+            .call(move |s| {
+                outbox::push(
+                    s.connection(),
+                    outbox::Kind::Report,
+                    &texts,
+                    committed_at,
+                    bound,
+                )
+            })
+            .await;
+        match pushed {
+            Ok(p) => {
+                if p.dropped_heartbeats + p.dropped_reports > 0 {
+                    tracing::warn!(
+                        dropped_heartbeats = p.dropped_heartbeats,
+                        dropped_reports = p.dropped_reports,
+                        "Reports outbox full; the oldest entries were dropped."
+                    );
+                }
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Commit report not queued; the commit itself is recorded.")
+            }
+        }
+    }
+}
 
 /// The signed queue messages for one commit, in order (part 1 first), ready for [`outbox::push`].
 ///
@@ -118,7 +187,6 @@ mod tests {
     use std::sync::Arc;
 
     use chrono::TimeZone;
-    use queue_message::report::{LogBatch, ReportBody};
     use queue_message::Source;
 
     use super::*;

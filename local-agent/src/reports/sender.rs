@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use queue_message::{Queue, QueueError};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::outbox;
 use crate::db::Db;
@@ -70,10 +71,16 @@ impl Default for Backoff {
 }
 
 /// Drains the outbox whenever `wake` is notified (after a push) and at least every `backoff.max`;
-/// after a failure waits `backoff.min`, doubling up to `backoff.max`. Runs until aborted.
-pub async fn run(db: Db, queue: Queue, wake: Arc<Notify>, backoff: Backoff) {
+/// after a failure waits `backoff.min`, doubling up to `backoff.max`. Runs until `stop` is cancelled.
+pub async fn run(
+    db: Db,
+    queue: Queue,
+    wake: Arc<Notify>,
+    backoff: Backoff,
+    stop: CancellationToken,
+) {
     let mut wait = backoff.min;
-    loop {
+    while !stop.is_cancelled() {
         match drain(&db, &queue).await {
             Ok(sent) => {
                 if sent > 0 {
@@ -83,11 +90,15 @@ pub async fn run(db: Db, queue: Queue, wake: Arc<Notify>, backoff: Backoff) {
                 tokio::select! {
                     () = wake.notified() => {}
                     () = tokio::time::sleep(backoff.max) => {}
+                    () = stop.cancelled() => {}
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_secs = wait.as_secs(), "Reports not sent; they stay in the outbox.");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => {}
+                }
                 wait = (wait * 2).min(backoff.max);
             }
         }
@@ -192,6 +203,7 @@ mod tests {
             down.queue("portcullis-reports"),
             Arc::clone(&wake),
             backoff,
+            CancellationToken::new(),
         ));
         // Several attempts fail (backoff 50–200 ms); the message stays.
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -206,6 +218,7 @@ mod tests {
             up.queue("portcullis-reports"),
             Arc::clone(&wake),
             backoff,
+            CancellationToken::new(),
         ));
         let mut got = Vec::new();
         for _ in 0..100 {

@@ -1,0 +1,98 @@
+//! The return path's agent side against Azurite: a block through the agent (dry-run backend) produces a
+//! signed commit report in the reports queue, and an outage of that queue plus a restart lose nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use portcullis_agent::reports::outbox;
+use portcullis_agent::store::Store;
+use queue_message::report::{EventKind, Report, ReportBody};
+use queue_message::{Action, Queue, QueueConnection, Target};
+
+use crate::util::{eventually, listed_targets, AgentProcess, Env};
+
+const DRY_RUN: &str = "[firewall]\nbackend = \"dry-run\"\nreconcile_interval = \"5s\"\n";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn reports_queue(env: &Env) -> Queue {
+    Arc::new(QueueConnection::parse(&env.azurite.connection_string()).unwrap())
+        .queue("portcullis-reports")
+}
+
+/// Every report in the queue, verified with the handler's key.
+async fn reports(queue: &Queue, env: &Env) -> Vec<Report> {
+    let mut out = Vec::new();
+    loop {
+        let got = queue.receive(32, 60).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got.iter().map(|r| {
+            Report::decode(&r.text, std::slice::from_ref(&env.key)).expect("a verifiable report")
+        }));
+    }
+}
+
+fn outbox_depth(env: &Env) -> u64 {
+    let store = Store::open_read_only(&env.state()).unwrap();
+    outbox::depth(store.connection()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_produces_a_commit_report_and_an_outage_with_a_restart_loses_nothing() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let queue = reports_queue(&env);
+    let mut agent = AgentProcess::start(&config, &[]);
+
+    // The reports queue does not exist yet: the block is enforced regardless, the report waits.
+    let m = env.message(Action::Block, &["198.51.100.7"], Span::hours(1), "1");
+    env.send(&m).await;
+    assert!(
+        eventually(WAIT, || listed_targets(&config) == ["198.51.100.7"]),
+        "the block was not applied while the reports queue was missing"
+    );
+    assert!(
+        eventually(WAIT, || outbox_depth(&env) == 1),
+        "the commit report is not in the outbox"
+    );
+
+    // Restart while the queue is still missing: the report is still there.
+    assert!(agent.terminate(), "the agent did not stop");
+    assert_eq!(outbox_depth(&env), 1);
+
+    // The queue comes back and the agent restarts: the report is delivered and leaves the outbox.
+    queue.create_if_missing().await.unwrap();
+    let _agent = AgentProcess::start(&config, &[]);
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.is_empty() && std::time::Instant::now() < deadline {
+        got.extend(reports(&queue, &env).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !got.is_empty(),
+        "no report arrived after the queue came back"
+    );
+    assert!(eventually(WAIT, || outbox_depth(&env) == 0));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let report = &got[0];
+    assert_eq!(report.site, env.name);
+    let ReportBody::Commit(commit) = &report.body else {
+        panic!("not a commit report: {report:?}");
+    };
+    assert_eq!((commit.part, commit.parts), (1, 1));
+    let block = commit
+        .events
+        .iter()
+        .find(|e| e.event == EventKind::Block)
+        .expect("a block event");
+    assert_eq!(block.targets, [Target::parse("198.51.100.7").unwrap()]);
+    assert_eq!(block.message_id.as_deref(), Some(m.id.to_string().as_str()));
+    assert_eq!(
+        block.source.as_ref().map(|s| s.kind.as_str()),
+        Some(m.source.kind.as_str())
+    );
+    assert!(block.expires_at.is_some());
+}
