@@ -222,6 +222,22 @@ impl Engine {
         Some((sink, crate::reports::commit_events(record)))
     }
 
+    /// Reports a message the consumer poisoned or discarded outside any commit (each is its own commit
+    /// report); other events are left to the commit that records them.
+    pub async fn report_message_verdict(&self, event: &AuditEvent) {
+        let verdicts = [EventKind::Poisoned.as_str(), EventKind::Discarded.as_str()];
+        if !verdicts.contains(&event.event.as_str()) {
+            return;
+        }
+        let record = Record {
+            at: event.at,
+            events: vec![event.clone()],
+            ..Record::default()
+        };
+        let report = self.report_events(&record);
+        self.enqueue_report(report, event.at).await;
+    }
+
     /// Queues the report of a recorded commit. Deliberately after the record, in its own transaction,
     /// and never failing the commit: enforcement must not wait on (or be undone by) the reports queue.
     async fn enqueue_report(

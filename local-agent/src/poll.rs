@@ -407,6 +407,7 @@ impl Consumer {
 
     /// Appends one audit event; a failure is logged (the side effect it describes still happens).
     async fn audit(&self, event: AuditEvent) {
+        self.engine.report_message_verdict(&event).await;
         if let Err(e) = self
             .engine
             .db()

@@ -96,3 +96,32 @@ async fn a_block_produces_a_commit_report_and_an_outage_with_a_restart_loses_not
     );
     assert!(block.expires_at.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_message_is_reported_with_its_queue_message_id() {
+    let env = Env::new().await;
+    let config = env.config(DRY_RUN, "", "");
+    let queue = reports_queue(&env);
+    queue.create_if_missing().await.unwrap();
+    let _agent = AgentProcess::start(&config, &[]);
+    env.send_text("not a portcullis message").await;
+
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.is_empty() && std::time::Instant::now() < deadline {
+        got.extend(reports(&queue, &env).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let poisoned: Vec<_> = got
+        .iter()
+        .filter_map(|r| match &r.body {
+            ReportBody::Commit(c) => Some(c.events.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|e| e.event == EventKind::Poisoned)
+        .collect();
+    assert_eq!(poisoned.len(), 1, "{got:?}");
+    assert!(poisoned[0].message_id.is_some());
+    assert!(poisoned[0].reason.is_some());
+}
