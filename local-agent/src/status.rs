@@ -48,6 +48,9 @@ pub struct StatusReport {
     pub last_error: Option<(DateTime<Utc>, String)>,
     /// Health problems (as `/healthz` reports them).
     pub problems: Vec<String>,
+    /// Reports waiting in the outbox for the reports queue (`None`: a database from before the outbox,
+    /// read-only).
+    pub outbox_depth: Option<u64>,
 }
 
 impl StatusReport {
@@ -78,6 +81,8 @@ impl StatusReport {
         self.active_blocks = store.active_count(now)?;
         self.next_expiry = store.next_expiry()?;
         self.new_blocks_last_hour = store.new_blocks_since(now - chrono::Duration::hours(1))?.0;
+        // A read-only open of a database an older agent wrote has no outbox table yet: no depth, no error.
+        self.outbox_depth = crate::reports::outbox::depth(store.connection()).ok();
         if self.last_commit.is_none() {
             self.last_commit = store
                 .meta("last_commit_at")?

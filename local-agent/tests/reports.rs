@@ -10,7 +10,7 @@ use portcullis_agent::store::Store;
 use queue_message::report::{EventKind, Report, ReportBody};
 use queue_message::{Action, Queue, QueueConnection, Target};
 
-use crate::util::{eventually, listed_targets, AgentProcess, Env};
+use crate::util::{cli_ok, eventually, listed_targets, AgentProcess, Env};
 
 const DRY_RUN: &str = "[firewall]\nbackend = \"dry-run\"\nreconcile_interval = \"5s\"\n";
 const WAIT: Duration = Duration::from_secs(60);
@@ -57,6 +57,10 @@ async fn a_block_produces_a_commit_report_and_an_outage_with_a_restart_loses_not
         eventually(WAIT, || outbox_depth(&env) == 1),
         "the commit report is not in the outbox"
     );
+
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(&config, &["status", "--json"])).unwrap();
+    assert_eq!(status["outbox_depth"], 1, "{status}");
 
     // Restart while the queue is still missing: the report is still there.
     assert!(agent.terminate(), "the agent did not stop");
