@@ -25,6 +25,7 @@ pub mod decide;
 pub mod expire;
 pub mod failpoint;
 pub mod hostaddr;
+pub mod logs;
 pub mod metrics;
 pub mod poll;
 pub mod span;
