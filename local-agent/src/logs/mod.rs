@@ -7,6 +7,10 @@
 //! order) → [`ship`] (the boundary to the reports queue). Around them: [`config`] (the `[logs]` section),
 //! [`metrics`] (counters) and [`generator`] (realistic traffic for tests and benchmarks).
 
+pub mod config;
 pub mod envelope;
 pub mod event;
+pub mod metrics;
 pub mod parse;
+pub mod spool;
+pub mod summarise;
