@@ -1,0 +1,162 @@
+//! The shipping boundary: a [`Ship`] sends one spooled batch, and [`ship_loop`] drains the spool into it
+//! oldest first, keeping a batch until it was sent and backing off while the queue or Azure is
+//! unreachable. The queue-backed implementation plugs in behind the trait.
+
+use std::fmt;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::LogMetrics;
+use super::spool::{Batch, Spool};
+
+/// A send that failed; the batch stays in the spool and is retried.
+#[derive(Debug, thiserror::Error)]
+#[error("shipping a log batch failed: {0}")]
+pub struct ShipError(pub String);
+
+/// Sends one batch of rows.
+#[async_trait]
+pub trait Ship: Send + Sync + fmt::Debug {
+    /// Sends `batch`; returns the bytes that went over the wire.
+    async fn ship(&self, batch: &Batch) -> Result<u64, ShipError>;
+}
+
+/// The gzip'd JSON size of a batch: what a compressed report body of it weighs, near enough.
+pub fn compressed_size(batch: &Batch) -> u64 {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    let ok = serde_json::to_writer(&mut encoder, batch).is_ok() && encoder.flush().is_ok();
+    if ok {
+        encoder.finish().map_or(0, |b| b.len() as u64)
+    } else {
+        0
+    }
+}
+
+/// A shipper that keeps what it is given in memory and can be told to fail: the end of the line in tests
+/// and benchmarks (and a dry run), reporting the compressed size as bytes sent.
+#[derive(Debug, Default)]
+pub struct MemoryShipper {
+    batches: Mutex<Vec<Batch>>,
+    failing: AtomicBool,
+    attempts: AtomicU64,
+}
+
+impl MemoryShipper {
+    /// Makes every send fail (an outage) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Batches received so far.
+    pub fn batches(&self) -> Vec<Batch> {
+        self.batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Send attempts, failed ones included.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Ship for MemoryShipper {
+    async fn ship(&self, batch: &Batch) -> Result<u64, ShipError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(ShipError("the queue is unreachable (simulated)".to_owned()));
+        }
+        self.batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(batch.clone());
+        Ok(compressed_size(batch))
+    }
+}
+
+/// First retry delay after a failed send; doubled up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Drains the spool into `shipper`, oldest batch first, until `shutdown`. `wake` is notified when a batch
+/// was spooled.
+pub async fn ship_loop(
+    spool: Arc<Mutex<Spool>>,
+    shipper: Arc<dyn Ship>,
+    metrics: Arc<LogMetrics>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let spool_for_read = spool.clone();
+        let next = tokio::task::spawn_blocking(move || {
+            spool_for_read
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .oldest()
+        })
+        .await;
+        let next = match next {
+            Ok(Ok(next)) => next,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the log spool");
+                None
+            }
+            Err(_) => None,
+        };
+        let Some((seq, batch)) = next else {
+            tokio::select! {
+                () = wake.notified() => continue,
+                () = shutdown.cancelled() => return,
+            }
+        };
+        let sent = tokio::select! {
+            sent = shipper.ship(&batch) => sent,
+            () = shutdown.cancelled() => return,
+        };
+        match sent {
+            Ok(bytes) => {
+                backoff = FIRST_BACKOFF;
+                metrics
+                    .rows_shipped
+                    .fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
+                metrics
+                    .raw_shipped
+                    .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
+                metrics.bytes_shipped.fetch_add(bytes, Ordering::Relaxed);
+                let spool = spool.clone();
+                let removed = tokio::task::spawn_blocking(move || {
+                    spool
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(seq)
+                })
+                .await;
+                if let Ok(Err(error)) = removed {
+                    tracing::warn!(%error, "cannot remove a shipped batch from the log spool");
+                }
+            }
+            Err(error) => {
+                metrics.ship_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, retry_in = ?backoff, "log batch kept in the spool");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
