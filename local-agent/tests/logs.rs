@@ -9,13 +9,14 @@ use std::time::Duration;
 use chrono::Utc;
 use portcullis_agent::logs::config::LogsConfig;
 use portcullis_agent::logs::envelope::Zone;
-use portcullis_agent::logs::event::{Action, Format};
+use portcullis_agent::logs::event::Format;
 use portcullis_agent::logs::generator::{Generator, Mix};
 use portcullis_agent::logs::metrics::LogMetrics;
 use portcullis_agent::logs::ship::MemoryShipper;
 use portcullis_agent::logs::spool::{Batch, Spool};
 use portcullis_agent::logs::summarise::Row;
 use portcullis_agent::logs::{self, Running};
+use queue_message::FirewallAction;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -166,7 +167,7 @@ async fn udp_and_tcp_lines_become_rows_and_strangers_are_ignored() {
     let rows = rows(&spooled(dir.path()));
     let mut got: Vec<(String, Option<u16>, u64)> = rows
         .iter()
-        .map(|r| (r.src_ip.to_string(), r.dst_port, r.count))
+        .map(|r| (r.src_ip.unwrap().to_string(), r.dst_port, r.count))
         .collect();
     got.sort();
     assert_eq!(
@@ -184,18 +185,18 @@ async fn udp_and_tcp_lines_become_rows_and_strangers_are_ignored() {
             (
                 row.site.as_str(),
                 row.device.as_str(),
-                row.format,
+                row.format.as_str(),
                 row.action
             ),
-            ("home", "nas", Format::Netfilter, Action::Drop)
+            ("home", "nas", "netfilter", Some(FirewallAction::Drop))
         );
         assert_eq!(
             (
-                row.rule.as_str(),
-                row.interface.as_str(),
-                row.protocol.as_str()
+                row.rule.as_deref(),
+                row.interface.as_deref(),
+                row.protocol.as_deref()
             ),
-            ("DROP wan", "eth0", "tcp")
+            (Some("DROP wan"), Some("eth0"), Some("tcp"))
         );
     }
 }
@@ -299,4 +300,96 @@ async fn a_restart_ships_what_the_spool_kept() {
     let mut ports: Vec<_> = rows(&up.batches()).iter().map(|r| r.dst_port).collect();
     ports.sort();
     assert_eq!(ports, vec![Some(22), Some(23), Some(25)]);
+}
+
+/// Generated UDP traffic through the receiver and the queue shipper into Azurite: the reports queue
+/// holds signed log-batch reports whose rows add up to the drops that were sent.
+#[tokio::test]
+async fn rows_reach_the_reports_queue_as_signed_log_batches() {
+    use portcullis_agent::logs::ship::QueueShipper;
+    use queue_message::{Report, ReportBody};
+
+    let env = crate::util::Env::new().await;
+    let connection =
+        Arc::new(queue_message::QueueConnection::parse(&env.azurite.connection_string()).unwrap());
+    let reports = connection.queue("portcullis-reports");
+    reports.create_if_missing().await.unwrap();
+    let shipper = Arc::new(QueueShipper::new(
+        connection.queue("portcullis-reports"),
+        env.key.clone(),
+        "home".to_owned(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let running = logs::start(
+        config(Duration::from_secs(1)),
+        "home".to_owned(),
+        dir.path(),
+        shipper,
+        Arc::new(LogMetrics::default()),
+        token.clone(),
+    )
+    .unwrap();
+    let metrics = running.metrics.clone();
+    let sender = udp_from("127.0.0.1").await;
+    let mut generator = Generator::new(5, Mix::SCAN_HEAVY);
+    let mut drops = 0u64;
+    for i in 0..2000 {
+        let format = Format::ALL[i % Format::ALL.len()];
+        let line = generator.line(format, Utc::now());
+        let parsed = portcullis_agent::logs::parse::parse_line(&line);
+        if let portcullis_agent::logs::parse::Outcome::Event(e) = parsed {
+            drops += u64::from(e.action == Some(portcullis_agent::logs::event::Action::Drop));
+        }
+        sender
+            .send_to(line.as_bytes(), running.udp[0])
+            .await
+            .unwrap();
+        if i % 200 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        eventually_async(LIMIT, || {
+            let m = metrics.clone();
+            async move {
+                let c = m.counts();
+                c.lines_received == 2000 && c.spool_batches == 0 && c.rows_shipped > 0
+            }
+        })
+        .await,
+        "{:?}",
+        metrics.counts()
+    );
+    token.cancel();
+    running.join().await;
+    let mut total = 0;
+    let mut messages = 0;
+    loop {
+        let got = reports.receive(32, 30).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            messages += 1;
+            let report =
+                Report::decode(&m.text, std::slice::from_ref(&env.key)).expect("signed report");
+            assert_eq!(report.site, "home");
+            let ReportBody::Logs(batch) = report.body else {
+                panic!("not a log batch")
+            };
+            for row in batch.rows {
+                assert_eq!(
+                    row.action,
+                    Some(FirewallAction::Drop),
+                    "default actions ship drops only"
+                );
+                total += row.count;
+            }
+            reports.delete(&m.id, &m.pop_receipt).await.unwrap();
+        }
+    }
+    assert!(messages > 0);
+    assert_eq!(total, drops, "every drop sent is counted in the rows");
+    assert_eq!(metrics.counts().lines_received, 2000);
 }

@@ -11,7 +11,7 @@ use super::config::LogsConfig;
 use super::metrics::{inc, LogMetrics};
 use super::parse::{self, Context, Outcome};
 use super::spool::Batch;
-use super::summarise::{RawLine, Skipped, Summariser, MAX_RAW_LINE};
+use super::summarise::{raw_row, Row, Skipped, Summariser};
 
 /// Most raw lines held in one open window (with `ship_unparsed`); the window closes early at this size.
 pub const MAX_OPEN_RAW: usize = 10_000;
@@ -22,7 +22,7 @@ pub struct Pipeline {
     config: Arc<LogsConfig>,
     site: String,
     summariser: Summariser,
-    raw: Vec<RawLine>,
+    raw: Vec<Row>,
     metrics: Arc<LogMetrics>,
 }
 
@@ -76,17 +76,9 @@ impl Pipeline {
             Outcome::Unparsed(format) => {
                 m.unparsed(format);
                 if self.config.ship_unparsed {
-                    let mut end = line.len().min(MAX_RAW_LINE);
-                    while !line.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    self.raw.push(RawLine {
-                        time_generated: context.received,
-                        site: self.site.clone(),
-                        device: context.sender.map(|s| s.to_string()).unwrap_or_default(),
-                        format,
-                        raw: line[..end].to_owned(),
-                    });
+                    let device = context.sender.map(|s| s.to_string()).unwrap_or_default();
+                    self.raw
+                        .push(raw_row(&self.site, device, format, line, context.received));
                 }
             }
         }
@@ -104,9 +96,9 @@ impl Pipeline {
 
     /// Closes the window into spool-sized batches.
     pub fn close_window(&mut self) -> Vec<Batch> {
-        let rows = self.summariser.close();
-        let raw = std::mem::take(&mut self.raw);
-        Batch::split(rows, raw)
+        let mut rows = self.summariser.close();
+        rows.append(&mut self.raw);
+        Batch::split(rows)
     }
 
     /// The counters.

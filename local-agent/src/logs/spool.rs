@@ -16,26 +16,24 @@ use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::LogMetrics;
-use super::summarise::{RawLine, Row};
+use super::summarise::Row;
 
 /// Most rows (and raw lines) in one spooled batch, so one failed send repeats little.
 pub const MAX_BATCH_ROWS: usize = 1000;
 
 const SUFFIX: &str = ".json.gz";
 
-/// One batch: summarised rows and, with `ship_unparsed`, raw lines.
+/// One batch: summarised rows and, with `ship_unparsed`, raw rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
     /// Rows.
     pub rows: Vec<Row>,
-    /// Raw lines.
-    pub raw: Vec<RawLine>,
 }
 
 impl Batch {
-    /// Rows plus raw lines.
+    /// Rows.
     pub fn len(&self) -> usize {
-        self.rows.len() + self.raw.len()
+        self.rows.len()
     }
 
     /// Whether the batch holds nothing.
@@ -43,24 +41,14 @@ impl Batch {
         self.len() == 0
     }
 
-    /// Splits a closed window into batches of at most [`MAX_BATCH_ROWS`] entries.
-    pub fn split(rows: Vec<Row>, raw: Vec<RawLine>) -> Vec<Self> {
+    /// Splits a closed window into batches of at most [`MAX_BATCH_ROWS`] rows.
+    pub fn split(rows: Vec<Row>) -> Vec<Self> {
         let mut out = Vec::new();
-        let mut current = Self::default();
-        for row in rows {
-            if current.len() == MAX_BATCH_ROWS {
-                out.push(std::mem::take(&mut current));
-            }
-            current.rows.push(row);
-        }
-        for line in raw {
-            if current.len() == MAX_BATCH_ROWS {
-                out.push(std::mem::take(&mut current));
-            }
-            current.raw.push(line);
-        }
-        if !current.is_empty() {
-            out.push(current);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            out.push(Self {
+                rows: rows.by_ref().take(MAX_BATCH_ROWS).collect(),
+            });
         }
         out
     }
@@ -250,7 +238,6 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::logs::event::{Action, Format};
 
     fn row(n: u64) -> Row {
         let t = Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 0).unwrap();
@@ -258,12 +245,12 @@ mod tests {
             time_generated: t,
             site: "home".to_owned(),
             device: "fw".to_owned(),
-            format: Format::Filterlog,
-            action: Action::Drop,
-            rule: "1000000103".to_owned(),
-            interface: "igb0".to_owned(),
-            protocol: "tcp".to_owned(),
-            src_ip: format!("203.0.113.{}", n % 250).parse().unwrap(),
+            format: "filterlog".to_owned(),
+            action: Some(queue_message::FirewallAction::Drop),
+            rule: Some("1000000103".to_owned()),
+            interface: Some("igb0".to_owned()),
+            protocol: Some("tcp".to_owned()),
+            src_ip: Some(format!("203.0.113.{}", n % 250).parse().unwrap()),
             src_port: None,
             dst_ip: Some("198.51.100.1".parse().unwrap()),
             dst_port: Some((n % 65535) as u16),
@@ -271,13 +258,13 @@ mod tests {
             first_seen: t,
             last_seen: t,
             dst_sample: vec!["198.51.100.1".parse().unwrap()],
+            raw: None,
         }
     }
 
     fn batch(first: u64, n: u64) -> Batch {
         Batch {
             rows: (first..first + n).map(row).collect(),
-            raw: Vec::new(),
         }
     }
 
@@ -362,11 +349,8 @@ mod tests {
     #[test]
     fn split_caps_batches() {
         let rows: Vec<Row> = (0..2500).map(row).collect();
-        let sizes: Vec<usize> = Batch::split(rows, Vec::new())
-            .iter()
-            .map(Batch::len)
-            .collect();
+        let sizes: Vec<usize> = Batch::split(rows).iter().map(Batch::len).collect();
         assert_eq!(sizes, vec![1000, 1000, 500]);
-        assert!(Batch::split(Vec::new(), Vec::new()).is_empty());
+        assert!(Batch::split(Vec::new()).is_empty());
     }
 }

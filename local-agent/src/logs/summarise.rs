@@ -3,99 +3,73 @@
 //! destination addresses; or, with `summarize = false`, one row per event. Only the configured verdicts
 //! are kept.
 //!
-//! The row type lives here until the shared report format of `queue-message` carries log batches; its
-//! serialised names are the fixed columns of `PortcullisFirewall_CL`.
+//! Rows are the shared report format's [`FirewallRow`] (`queue-message`), whose serialised names are the
+//! fixed columns of `PortcullisFirewall_CL`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use queue_message::report::MAX_DST_SAMPLE;
+use queue_message::{FirewallAction, FirewallRow};
 
 use super::event::{Action, Event, Format};
 
-/// Most destination addresses sampled per row.
-pub const DST_SAMPLE: usize = 8;
+/// Most destination addresses sampled per row (the format's bound).
+pub const DST_SAMPLE: usize = MAX_DST_SAMPLE;
+
+/// A row of `PortcullisFirewall_CL`.
+pub type Row = FirewallRow;
 
 /// Most rows one open window holds; when a flood of distinct sources reaches it, the window is closed
 /// early, so memory stays bounded (about 300 bytes a row).
 pub const MAX_OPEN_ROWS: usize = 50_000;
 
-/// One row of `PortcullisFirewall_CL`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Row {
-    /// When the row's last event happened (= `LastSeen`).
-    #[serde(rename = "TimeGenerated")]
-    pub time_generated: DateTime<Utc>,
-    /// The agent's site name.
-    #[serde(rename = "Site")]
-    pub site: String,
-    /// Sending device.
-    #[serde(rename = "Device")]
-    pub device: String,
-    /// Log format.
-    #[serde(rename = "Format")]
-    pub format: Format,
-    /// `drop`, `reject` or `accept`.
-    #[serde(rename = "Action")]
-    pub action: Action,
-    /// Rule as the firewall names it.
-    #[serde(rename = "Rule")]
-    pub rule: String,
-    /// Interface of the first event.
-    #[serde(rename = "Interface")]
-    pub interface: String,
-    /// Protocol.
-    #[serde(rename = "Protocol")]
-    pub protocol: String,
-    /// Source address.
-    #[serde(rename = "SrcIp")]
-    pub src_ip: IpAddr,
-    /// Source port when every event of the row had the same one, else empty.
-    #[serde(rename = "SrcPort")]
-    pub src_port: Option<u16>,
-    /// Destination address of the first event.
-    #[serde(rename = "DstIp")]
-    pub dst_ip: Option<IpAddr>,
-    /// Destination port.
-    #[serde(rename = "DstPort")]
-    pub dst_port: Option<u16>,
-    /// Events summarised.
-    #[serde(rename = "Count")]
-    pub count: u64,
-    /// First event time.
-    #[serde(rename = "FirstSeen")]
-    pub first_seen: DateTime<Utc>,
-    /// Last event time.
-    #[serde(rename = "LastSeen")]
-    pub last_seen: DateTime<Utc>,
-    /// Up to [`DST_SAMPLE`] distinct destination addresses, in order of appearance.
-    #[serde(rename = "DstIpSample")]
-    pub dst_sample: Vec<IpAddr>,
-}
-
-/// A firewall-looking line that did not parse, shipped as is with `ship_unparsed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RawLine {
-    /// Receive time.
-    #[serde(rename = "TimeGenerated")]
-    pub time_generated: DateTime<Utc>,
-    /// The agent's site name.
-    #[serde(rename = "Site")]
-    pub site: String,
-    /// The sender's address.
-    #[serde(rename = "Device")]
-    pub device: String,
-    /// The format it looked like.
-    #[serde(rename = "Format")]
-    pub format: Format,
-    /// The line, cut at [`MAX_RAW_LINE`] bytes.
-    #[serde(rename = "Raw")]
-    pub raw: String,
-}
-
-/// Longest raw line kept (Log Analytics truncates field values at 64 KB anyway).
+/// Longest raw line kept (Log Analytics truncates field values at 64 KB anyway; the packer cuts further
+/// when a row would not fit a message).
 pub const MAX_RAW_LINE: usize = 8 * 1024;
+
+/// The wire name of an action.
+fn wire(action: Action) -> FirewallAction {
+    match action {
+        Action::Drop => FirewallAction::Drop,
+        Action::Reject => FirewallAction::Reject,
+        Action::Accept => FirewallAction::Accept,
+    }
+}
+
+/// A raw row for a firewall-looking line that did not parse (`ship_unparsed`).
+pub fn raw_row(
+    site: &str,
+    device: String,
+    format: Format,
+    line: &str,
+    received: DateTime<Utc>,
+) -> Row {
+    let mut end = line.len().min(MAX_RAW_LINE);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    Row {
+        time_generated: received,
+        site: site.to_owned(),
+        device,
+        format: format.as_str().to_owned(),
+        action: None,
+        rule: None,
+        interface: None,
+        protocol: None,
+        src_ip: None,
+        src_port: None,
+        dst_ip: None,
+        dst_port: None,
+        count: 1,
+        first_seen: received,
+        last_seen: received,
+        dst_sample: Vec::new(),
+        raw: Some(line[..end].to_owned()),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -199,12 +173,12 @@ impl Summariser {
             time_generated: time,
             site: self.site.clone(),
             device: key.device,
-            format,
-            action: key.action,
-            rule: key.rule,
-            interface,
-            protocol: key.protocol,
-            src_ip: key.src,
+            format: format.as_str().to_owned(),
+            action: Some(wire(key.action)),
+            rule: Some(key.rule),
+            interface: Some(interface),
+            protocol: Some(key.protocol),
+            src_ip: Some(key.src),
             src_port,
             dst_ip: dst,
             dst_port: key.dst_port,
@@ -212,6 +186,7 @@ impl Summariser {
             first_seen: time,
             last_seen: time,
             dst_sample: dst.into_iter().collect(),
+            raw: None,
         }
     }
 
@@ -274,8 +249,8 @@ mod tests {
     #[test]
     fn repeated_events_become_one_row_per_key() {
         let mut s = Summariser::new("home", true, default_actions());
-        // One scanner hits port 22 on 10 addresses, then port 23 once; another source hits 22 once.
-        for i in 0..10u32 {
+        // One scanner hits port 22 on 20 addresses, then port 23 once; another source hits 22 once.
+        for i in 0..20u32 {
             s.add(event(
                 "203.0.113.5",
                 &format!("198.51.100.{i}"),
@@ -304,13 +279,13 @@ mod tests {
             30,
         ))
         .unwrap();
-        assert_eq!(s.open_events(), 12);
+        assert_eq!(s.open_events(), 22);
         let rows = s.close();
         assert_eq!(rows.len(), 3);
         let first = &rows[0];
         assert_eq!(
-            (first.src_ip.to_string(), first.dst_port, first.count),
-            ("203.0.113.5".to_owned(), Some(22), 10)
+            (first.src_ip, first.dst_port, first.count),
+            (Some("203.0.113.5".parse().unwrap()), Some(22), 20)
         );
         assert_eq!(
             first.first_seen,
@@ -318,11 +293,11 @@ mod tests {
         );
         assert_eq!(
             first.last_seen,
-            Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 19).unwrap()
+            Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 29).unwrap()
         );
         assert_eq!(first.time_generated, first.last_seen);
         assert_eq!(first.src_port, None, "source ports differed");
-        assert_eq!(first.dst_sample.len(), DST_SAMPLE, "sample is bounded");
+        assert_eq!(first.dst_sample.len(), DST_SAMPLE, "the sample is bounded");
         assert_eq!(first.dst_ip, Some("198.51.100.0".parse().unwrap()));
         assert_eq!(first.site, "home");
         assert_eq!(
@@ -330,8 +305,8 @@ mod tests {
             (Some(23), 1, Some(1))
         );
         assert_eq!(
-            (rows[2].src_ip.to_string(), rows[2].count),
-            ("203.0.113.6".to_owned(), 1)
+            (rows[2].src_ip, rows[2].count),
+            (Some("203.0.113.6".parse().unwrap()), 1)
         );
         assert_eq!(s.open_rows(), 0, "closing empties the window");
     }
