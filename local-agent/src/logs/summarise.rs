@@ -409,7 +409,7 @@ mod tests {
             "Count",
             "FirstSeen",
             "LastSeen",
-            "DstIpSample",
+            "DstSample",
         ];
         assert_eq!(keys, fixed.into_iter().collect());
         assert_eq!(value["Action"], "drop");
