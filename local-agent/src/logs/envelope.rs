@@ -55,8 +55,31 @@ fn year_for(month: u32, now_year: i32, now_month: u32) -> i32 {
     }
 }
 
+/// Which header the line has: RFC 5424 starts with `<PRI>1 ` or, PRI dropped by a collector, `1 ` and a
+/// date. Telling them apart here spares `syslog_loose` a failed RFC 5424 attempt on every RFC 3164 line.
+fn variant(line: &str) -> Variant {
+    let b = line.as_bytes();
+    let mut i = 0;
+    if b.first() == Some(&b'<') {
+        i = 1;
+        while i < b.len() && i <= 4 && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if b.get(i) != Some(&b'>') {
+            return Variant::Either;
+        }
+        i += 1;
+    }
+    if b.get(i) == Some(&b'1') && b.get(i + 1) == Some(&b' ') && b.get(i + 2).is_some_and(u8::is_ascii_digit) {
+        Variant::RFC5424
+    } else {
+        Variant::RFC3164
+    }
+}
+
 /// Parses the envelope of one line. `now` is the receive time.
 pub fn parse(line: &str, zone: Zone, now: DateTime<Utc>) -> Envelope<'_> {
+    let variant = variant(line);
     let message = match zone {
         Zone::Local => {
             let local = now.with_timezone(&Local);
@@ -65,7 +88,7 @@ pub fn parse(line: &str, zone: Zone, now: DateTime<Utc>) -> Envelope<'_> {
                 line,
                 move |(month, ..): IncompleteDate| year_for(month, y, m),
                 Some(Local),
-                Variant::Either,
+                variant,
             )
         }
         Zone::Named(tz) => {
@@ -78,7 +101,7 @@ pub fn parse(line: &str, zone: Zone, now: DateTime<Utc>) -> Envelope<'_> {
                 line,
                 move |(month, ..): IncompleteDate| year_for(month, y, m),
                 Some(fixed),
-                Variant::Either,
+                variant,
             )
         }
     };

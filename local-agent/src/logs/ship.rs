@@ -115,20 +115,25 @@ impl QueueShipper {
         Self { queue, key, site }
     }
 
-    /// The signed message texts for one batch (one or more reports).
+    /// The signed message texts for one batch.
     pub fn messages(&self, batch: &Batch) -> Vec<String> {
-        let template = Report {
-            id: Uuid::new_v4(),
-            site: self.site.clone(),
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            created_at: Utc::now(),
-            body: ReportBody::Logs(LogBatch::default()),
-        };
-        Report::pack_logs(&template, &batch.rows, &self.key)
-            .iter()
-            .map(|r| r.encode(&self.key))
-            .collect()
+        report_messages(batch, &self.key, &self.site)
     }
+}
+
+/// The signed message texts (one or more log-batch reports) that carry `batch` for `site`.
+pub fn report_messages(batch: &Batch, key: &SigningKey, site: &str) -> Vec<String> {
+    let template = Report {
+        id: Uuid::new_v4(),
+        site: site.to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_at: Utc::now(),
+        body: ReportBody::Logs(LogBatch::default()),
+    };
+    Report::pack_logs(&template, &batch.rows, key)
+        .iter()
+        .map(|r| r.encode(key))
+        .collect()
 }
 
 #[async_trait]
