@@ -65,11 +65,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// The claim key the agent keeps per target: one claim per source kind and id.
+    /// The claim key the agent keeps per target: one claim per source kind and id, lower-cased.
+    ///
+    /// Azure resource ids are case-insensitive and real payloads spell the same incident both
+    /// `…/Incidents/<id>` and `…/incidents/<id>` (the trigger vs the ARM API), as do GUIDs; an unblock must
+    /// find the block's claim whichever spelling each message carried (issue 9 item 9). Claims stored by
+    /// an older agent under a mixed-case key are not renamed here: they end at their expiry.
     pub fn claim_key(&self) -> String {
         match &self.id {
-            Some(id) => format!("{}:{id}", self.kind),
-            None => self.kind.clone(),
+            Some(id) => format!("{}:{id}", self.kind).to_lowercase(),
+            None => self.kind.to_lowercase(),
         }
     }
 }
@@ -385,6 +390,32 @@ pub fn xml_escaped_len(text: &str) -> usize {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// Issue 9 item 9: `/Incidents/` (trigger) and `/incidents/` (ARM) name the same incident, so an
+    /// unblock must carry the block's claim key whichever spelling each message has.
+    #[test]
+    fn claim_keys_ignore_the_case_of_azure_ids() {
+        let source = |id: &str| Source {
+            kind: "sentinel-incident".to_owned(),
+            id: Some(id.to_owned()),
+            ..Source::default()
+        };
+        let trigger = source("/subscriptions/D0CF/resourceGroups/myRg/providers/Microsoft.OperationalInsights/workspaces/ws/providers/Microsoft.SecurityInsights/Incidents/73E01A99-5CD7");
+        let arm = source("/subscriptions/d0cf/resourcegroups/myrg/providers/microsoft.operationalinsights/workspaces/WS/providers/Microsoft.SecurityInsights/incidents/73e01a99-5cd7");
+        assert_eq!(trigger.claim_key(), arm.claim_key());
+        assert_eq!(
+            arm.claim_key(),
+            "sentinel-incident:/subscriptions/d0cf/resourcegroups/myrg/providers/microsoft.operationalinsights/workspaces/ws/providers/microsoft.securityinsights/incidents/73e01a99-5cd7"
+        );
+        assert_eq!(
+            Source {
+                kind: "manual".to_owned(),
+                ..Source::default()
+            }
+            .claim_key(),
+            "manual"
+        );
+    }
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(vec![7; 32]).unwrap()
