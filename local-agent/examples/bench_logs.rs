@@ -162,17 +162,28 @@ fn p9() {
         }
     }
     // Where the time goes: the same lines through the envelope + format parser alone, then alone + summariser.
-    let context = portcullis_agent::logs::parse::Context { received: now, zone: Zone::Named(chrono_tz::UTC), sender: None };
+    let context = portcullis_agent::logs::parse::Context {
+        received: now,
+        zone: Zone::Named(chrono_tz::UTC),
+        sender: None,
+    };
     let t = Instant::now();
     let mut events = 0;
     for _ in 0..5 {
         for line in &lines {
-            events += usize::from(matches!(portcullis_agent::logs::parse::parse(line, &context).outcome, portcullis_agent::logs::parse::Outcome::Event(_)));
+            events += usize::from(matches!(
+                portcullis_agent::logs::parse::parse(line, &context).outcome,
+                portcullis_agent::logs::parse::Outcome::Event(_)
+            ));
         }
     }
     let parse_only = (lines.len() * 5) as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut p = Pipeline::new(Arc::new(self::config()), "bench".to_owned(), Arc::new(LogMetrics::default()));
+    let mut p = Pipeline::new(
+        Arc::new(self::config()),
+        "bench".to_owned(),
+        Arc::new(LogMetrics::default()),
+    );
     for _ in 0..5 {
         for line in &lines {
             p.ingest(line.as_bytes(), "127.0.0.1".parse().unwrap(), now);
@@ -294,7 +305,7 @@ fn no_loss() {
         }
         (sent, bytes, start.elapsed())
     });
-    let watch_token = token.clone();
+    let watch_token = token;
     let m = metrics.clone();
     let (sent, bytes, took) = rt.block_on(async move {
         let sent = tokio::task::spawn_blocking(move || sender.join().unwrap())

@@ -70,7 +70,10 @@ fn variant(line: &str) -> Variant {
         }
         i += 1;
     }
-    if b.get(i) == Some(&b'1') && b.get(i + 1) == Some(&b' ') && b.get(i + 2).is_some_and(u8::is_ascii_digit) {
+    if b.get(i) == Some(&b'1')
+        && b.get(i + 1) == Some(&b' ')
+        && b.get(i + 2).is_some_and(u8::is_ascii_digit)
+    {
         Variant::RFC5424
     } else {
         Variant::RFC3164

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::event::Format;
 
@@ -53,7 +53,7 @@ pub struct LogMetrics {
 }
 
 /// A copy of the counters, for `status` and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCounts {
     /// See [`LogMetrics::lines_received`].
     pub lines_received: u64,
@@ -62,7 +62,7 @@ pub struct LogCounts {
     /// See [`LogMetrics::lines_not_firewall`].
     pub lines_not_firewall: u64,
     /// Unparsed lines per format name.
-    pub lines_unparsed: Vec<(&'static str, u64)>,
+    pub lines_unparsed: std::collections::BTreeMap<String, u64>,
     /// See [`LogMetrics::rejected_senders`].
     pub rejected_senders: u64,
     /// See [`LogMetrics::events_no_verdict`].
@@ -114,7 +114,7 @@ impl LogMetrics {
             lines_unparsed: Format::ALL
                 .iter()
                 .zip(&self.lines_unparsed)
-                .map(|(f, n)| (f.as_str(), get(n)))
+                .map(|(f, n)| (f.as_str().to_owned(), get(n)))
                 .collect(),
             rejected_senders: get(&self.rejected_senders),
             events_no_verdict: get(&self.events_no_verdict),
@@ -248,7 +248,7 @@ impl LogMetrics {
             "Receive buffer the kernel granted the UDP sockets.",
             get(&self.receive_buffer_bytes),
         );
-        let _ = writeln!(out, "# HELP {p}_lines_unparsed_total Firewall-looking lines that did not parse, by format.\n# TYPE {p}_lines_unparsed_total counter");
+        let _ = writeln!(out, "# HELP {p}_lines_unparsed Firewall-looking lines that did not parse, by format.\n# TYPE {p}_lines_unparsed counter");
         for (format, n) in Format::ALL.iter().zip(&self.lines_unparsed) {
             let _ = writeln!(
                 out,
