@@ -393,3 +393,55 @@ async fn rows_reach_the_reports_queue_as_signed_log_batches() {
     assert_eq!(total, drops, "every drop sent is counted in the rows");
     assert_eq!(metrics.counts().lines_received, 2000);
 }
+
+/// The agent binary with `[logs]`: UDP lines become signed log-batch reports on the reports queue, and
+/// `status` shows the log counters.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_binary_ships_logs_to_the_reports_queue() {
+    use queue_message::{Report, ReportBody};
+
+    let env = crate::util::Env::new().await;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let firewall = format!(
+        "[firewall]\nbackend = \"dry-run\"\nreconcile_interval = \"5s\"\n\n[logs]\nlisten_udp = \"127.0.0.1:{port}\"\nwindow = \"1s\"\ntimezone = \"UTC\"\n"
+    );
+    let config = env.config(&firewall, "", "create_queues = true");
+    let _agent = crate::util::AgentProcess::start(&config, &[]);
+    let connection =
+        Arc::new(queue_message::QueueConnection::parse(&env.azurite.connection_string()).unwrap());
+    let reports = connection.queue("portcullis-reports");
+    let sender = udp_from("127.0.0.1").await;
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rows = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sender, reports, key) = (Arc::new(sender), Arc::new(reports), env.key.clone());
+    // The receiver may not be bound yet: keep sending the same scanner until a report arrives.
+    let arrived = eventually_async(Duration::from_secs(60), || {
+        let (sender, reports, key, rows) =
+            (sender.clone(), reports.clone(), key.clone(), rows.clone());
+        async move {
+            let _ = sender
+                .send_to(scan_line("203.0.113.44", 22).as_bytes(), target)
+                .await;
+            for m in reports.receive(32, 30).await.unwrap_or_default() {
+                let report =
+                    Report::decode(&m.text, std::slice::from_ref(&key)).expect("signed report");
+                if let ReportBody::Logs(batch) = report.body {
+                    rows.lock().unwrap().extend(batch.rows);
+                }
+            }
+            !rows.lock().unwrap().is_empty()
+        }
+    })
+    .await;
+    let rows = rows.lock().unwrap().clone();
+    assert!(arrived, "no log report reached the reports queue");
+    assert!(rows
+        .iter()
+        .all(|r| r.src_ip == Some("203.0.113.44".parse().unwrap()) && r.dst_port == Some(22)));
+    let status = crate::util::cli_ok(&config, &["status", "--json"]);
+    assert!(status.contains("\"lines_parsed\""), "{status}");
+}
