@@ -182,7 +182,11 @@ fn p9() {
     let mut hosts = 0;
     for _ in 0..5 {
         for line in &lines {
-            hosts += usize::from(portcullis_agent::logs::envelope::parse(line, Zone::Named(chrono_tz::UTC), now).host.is_some());
+            hosts += usize::from(
+                portcullis_agent::logs::envelope::parse(line, Zone::Named(chrono_tz::UTC), now)
+                    .host
+                    .is_some(),
+            );
         }
     }
     let envelope_only = (lines.len() * 5) as f64 / t.elapsed().as_secs_f64();
@@ -195,7 +199,11 @@ fn p9() {
                 std::hint::black_box(portcullis_agent::logs::parse::parse(line, &context));
             }
         }
-        println!("P9  in memory: parse {:<10} {:.0} lines/s", format.as_str(), (mine.len() * 5) as f64 / t.elapsed().as_secs_f64());
+        println!(
+            "P9  in memory: parse {:<10} {:.0} lines/s",
+            format.as_str(),
+            (mine.len() * 5) as f64 / t.elapsed().as_secs_f64()
+        );
     }
     let t = Instant::now();
     let mut p = Pipeline::new(

@@ -106,3 +106,65 @@ impl Pipeline {
         &self.metrics
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::logs::envelope::Zone;
+
+    fn pipeline(ship_unparsed: bool) -> Pipeline {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let mut config = LogsConfig::listening(vec![any], Vec::new());
+        config.timezone = Zone::Named(chrono_tz::UTC);
+        config.ship_unparsed = ship_unparsed;
+        Pipeline::new(
+            Arc::new(config),
+            "home".to_owned(),
+            Arc::new(LogMetrics::default()),
+        )
+    }
+
+    const BROKEN: &str = "Sep 28 10:38:24 pfSense filterlog: 53,,,1,em0,match,block,in,4,0x0";
+    const GOOD: &str = "Sep 28 10:38:24 pfSense filterlog: 53,,,1000102631,em0,match,block,in,4,0x0,,64,600,0,none,6,tcp,44,10.0.2.2,10.0.2.15,53792,22,0,S,31552001,,65535,,mss";
+    const ACCEPTED: &str = "Sep 28 10:38:24 pfSense filterlog: 53,,,1000102631,em0,match,pass,in,4,0x0,,64,600,0,none,6,tcp,44,10.0.2.2,10.0.2.15,53792,22,0,S,31552001,,65535,,mss";
+
+    #[test]
+    fn lines_are_counted_and_unparsed_ones_shipped_raw_on_request() {
+        let received = Utc.with_ymd_and_hms(2026, 9, 28, 10, 38, 30).unwrap();
+        let sender = "192.168.1.1".parse().unwrap();
+        for ship in [false, true] {
+            let mut p = pipeline(ship);
+            let datagram = format!("{GOOD}\r\n{BROKEN}\n\nhello from dnsmasq\n{ACCEPTED}\n{GOOD}");
+            p.ingest(datagram.as_bytes(), sender, received);
+            let c = p.metrics().counts();
+            assert_eq!(
+                (
+                    c.lines_received,
+                    c.lines_parsed,
+                    c.lines_not_firewall,
+                    c.events_filtered
+                ),
+                (5, 3, 1, 1)
+            );
+            assert_eq!(c.lines_unparsed["filterlog"], 1);
+            let rows: Vec<_> = p.close_window().into_iter().flat_map(|b| b.rows).collect();
+            let raw: Vec<_> = rows.iter().filter(|r| r.raw.is_some()).collect();
+            assert_eq!(rows.len() - raw.len(), 1, "two equal drops are one row");
+            assert_eq!(rows[0].count, 2);
+            if ship {
+                assert_eq!(raw.len(), 1);
+                assert_eq!(raw[0].raw.as_deref(), Some(BROKEN));
+                assert_eq!(
+                    (raw[0].format.as_str(), raw[0].device.as_str()),
+                    ("filterlog", "192.168.1.1")
+                );
+                assert_eq!(raw[0].action, None);
+            } else {
+                assert!(raw.is_empty());
+            }
+            assert_eq!(p.open_events(), 0);
+        }
+    }
+}
