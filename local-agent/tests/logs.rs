@@ -444,4 +444,6 @@ async fn the_agent_binary_ships_logs_to_the_reports_queue() {
         .all(|r| r.src_ip == Some("203.0.113.44".parse().unwrap()) && r.dst_port == Some(22)));
     let status = crate::util::cli_ok(&config, &["status", "--json"]);
     assert!(status.contains("\"lines_parsed\""), "{status}");
+    let text = crate::util::cli_ok(&config, &["status"]);
+    assert!(text.contains("firewall logs:"), "{text}");
 }
