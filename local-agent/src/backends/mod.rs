@@ -29,6 +29,7 @@
 //! - [`pfsense`]: pfrest v2 alias PATCH (`append`/`remove`) then one apply per commit.
 //! - [`http`]: what the appliance backends share: TLS trust (CA file, pinned fingerprint), timeouts,
 //!   redacted secrets, HTTP failures mapped to [`BackendError`]s.
+//! - [`staged`]: the staged changes of every backend, normalised by one rule (the longest expiry wins).
 
 use std::fmt;
 use std::time::Duration;
@@ -50,6 +51,7 @@ pub mod mikrotik;
 pub mod nftables;
 pub mod opnsense;
 pub mod pfsense;
+pub mod staged;
 pub mod unifi;
 
 /// One target to block until `expires_at`.

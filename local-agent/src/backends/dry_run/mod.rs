@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use queue_message::Target;
 use serde::Deserialize;
 
+use super::staged::Staged;
 use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
 use crate::config::ConfigError;
 
@@ -57,18 +58,12 @@ fn simulated_outage() -> BackendError {
     BackendError::Unreachable("simulated outage (PORTCULLIS_FAIL_BACKEND_WHILE)".to_owned())
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Change {
-    Add(DateTime<Utc>),
-    Remove,
-}
-
 /// The dry-run backend.
 #[derive(Debug, Default)]
 pub struct DryRun {
     config: DryRunConfig,
     held: HashMap<Target, DateTime<Utc>>,
-    staged: Vec<(Target, Change)>,
+    staged: Staged,
 }
 
 impl DryRun {
@@ -77,7 +72,7 @@ impl DryRun {
         Self {
             config,
             held: HashMap::new(),
-            staged: Vec::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -114,40 +109,29 @@ impl Backend for DryRun {
     }
 
     fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged
-            .push((entry.target, Change::Add(entry.expires_at)));
+        self.staged.add(entry);
     }
 
     fn stage_remove(&mut self, target: Target) {
-        self.staged.push((target, Change::Remove));
+        self.staged.remove(target);
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let staged = std::mem::take(&mut self.staged);
+        let batch = self.staged.take();
         if crate::failpoint::backend_down() {
             return Err(simulated_outage());
         }
-        if staged.is_empty() {
+        if batch.is_empty() {
             return Ok(CommitStats::default());
         }
-        // Later stagings of the same target win, as they would in one firewall transaction.
-        let mut last: HashMap<Target, Change> = HashMap::with_capacity(staged.len());
-        for (target, change) in staged {
-            last.insert(target, change);
+        let mut removed: Vec<Target> = batch.removes.into_iter().collect();
+        for target in &removed {
+            self.held.remove(target);
         }
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        for (target, change) in last {
-            match change {
-                Change::Add(expires_at) => {
-                    self.held.insert(target, expires_at);
-                    added.push(target);
-                }
-                Change::Remove => {
-                    self.held.remove(&target);
-                    removed.push(target);
-                }
-            }
+        let mut added = Vec::with_capacity(batch.adds.len());
+        for (target, expires_at) in batch.adds {
+            self.held.insert(target, expires_at);
+            added.push(target);
         }
         added.sort_unstable();
         removed.sort_unstable();

@@ -14,7 +14,7 @@ use queue_message::Target;
 
 use super::client::{parse_timeout, Added, Menu, RestClient};
 use super::config::MikrotikConfig;
-use crate::backends::http::{Batch, Staged};
+use crate::backends::staged::{Batch, Staged};
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// The longest timeout RouterOS takes (`35w3d13:13:56`); longer blocks are re-added by reconcile.

@@ -12,7 +12,7 @@ use queue_message::Target;
 
 use super::client::{ApiClient, Change};
 use super::config::OpnsenseConfig;
-use crate::backends::http::Staged;
+use crate::backends::staged::Staged;
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// The one-time manual step.

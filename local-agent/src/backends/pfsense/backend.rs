@@ -14,7 +14,7 @@ use queue_message::Target;
 
 use super::client::{Alias, RestClient};
 use super::config::PfsenseConfig;
-use crate::backends::http::Staged;
+use crate::backends::staged::Staged;
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// The one-time manual step.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::client::{Family, GroupApi, RemoteGroup};
 use super::config::UnifiConfig;
-use crate::backends::http::Staged;
+use crate::backends::staged::Staged;
 use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
 
 /// Shard key: family and index.
