@@ -14,7 +14,7 @@ use queue_message::Target;
 use serde::Deserialize;
 
 use super::staged::Staged;
-use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use super::{parse_table, Backend, BackendError, CommitStats};
 use crate::config::ConfigError;
 
 fn default_log_limit() -> usize {
@@ -108,12 +108,8 @@ impl Backend for DryRun {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.add(entry);
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.remove(target);
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
@@ -173,6 +169,7 @@ impl Backend for DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::BlockEntry;
     use chrono::Duration;
 
     fn t(s: &str) -> Target {

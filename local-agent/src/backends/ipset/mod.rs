@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::exec::{validate_netns, Runner};
 use super::staged::Staged;
-use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use super::{parse_table, Backend, BackendError, CommitStats};
 use crate::config::ConfigError;
 
 /// Largest per-entry timeout ipset accepts.
@@ -352,12 +352,8 @@ impl Backend for Ipset {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.add(entry);
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.remove(target);
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {

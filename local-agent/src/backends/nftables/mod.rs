@@ -34,7 +34,7 @@ use serde::Deserialize;
 
 use super::exec::{validate_netns, Runner};
 use super::staged::Staged;
-use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use super::{parse_table, Backend, BackendError, CommitStats};
 use crate::config::ConfigError;
 pub use cover::NetMirror;
 use script::{Batch, SetName};
@@ -449,12 +449,8 @@ impl Backend for Nftables {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.add(entry);
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.remove(target);
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
