@@ -13,8 +13,8 @@
 //! timeout) are declared and checked here once, with [`RawConnection::refuse_unknown`] standing in for
 //! `deny_unknown_fields`, which does not work with `flatten`.
 //!
-//! It also holds [`Staged`], the batch every appliance backend collects between two commits, so
-//! `stage_add` / `stage_remove` normalise the same way everywhere.
+//! The staged batch every backend collects between two commits is not HTTP: it is
+//! [`super::staged::Staged`].
 
 use std::collections::BTreeMap;
 use std::fmt;
