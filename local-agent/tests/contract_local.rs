@@ -16,6 +16,7 @@ type Made = Pin<Box<dyn Future<Output = Box<dyn Backend>> + Send>>;
 
 #[tokio::test]
 async fn nftables_passes_the_contract() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let ns = lab.fw.clone();
     let make = move || -> Made {
@@ -34,6 +35,7 @@ async fn nftables_passes_the_contract() {
 
 #[tokio::test]
 async fn ipset_passes_the_contract() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let ns = lab.fw.clone();
     let make = move || -> Made {

@@ -17,6 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_block_is_applied_and_its_message_deleted() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -51,6 +52,7 @@ async fn a_signed_block_is_applied_and_its_message_deleted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_unsigned_unknown_version_and_garbage_go_to_the_poison_queue() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -109,6 +111,7 @@ async fn forged_unsigned_unknown_version_and_garbage_go_to_the_poison_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_message_is_poisoned_and_an_expired_one_discarded() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -147,6 +150,7 @@ async fn a_replayed_message_is_poisoned_and_an_expired_one_discarded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_targets_never_reach_the_firewall() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "allowlist = [\"198.51.100.128/25\"]", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -197,6 +201,7 @@ async fn refused_targets_never_reach_the_firewall() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_stays_blocked_until_every_claim_is_lifted_and_blocks_expire() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -234,6 +239,7 @@ async fn a_target_stays_blocked_until_every_claim_is_lifted_and_blocks_expire() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manual_block_and_unblock_through_the_daemon_and_without_it() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     {
@@ -281,6 +287,7 @@ async fn manual_block_and_unblock_through_the_daemon_and_without_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rate_limit_holds_back_new_blocks_and_keeps_the_message() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "max_new_blocks_per_hour = 2", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -318,6 +325,7 @@ async fn the_rate_limit_holds_back_new_blocks_and_keeps_the_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_window_turns_a_burst_into_one_commit() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let port = free_port();
     let firewall = format!(
@@ -362,6 +370,7 @@ async fn a_batch_window_turns_a_burst_into_one_commit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_check_report_on_a_healthy_setup() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let check = cli_ok(&config, &["check"]);
@@ -387,6 +396,7 @@ async fn status_and_check_report_on_a_healthy_setup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_fails_clearly_on_the_first_problem() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     // A missing queue.
     let config = env.config(DRY_RUN, "", "");
@@ -429,6 +439,7 @@ async fn check_fails_clearly_on_the_first_problem() {
 /// are applied once it recovers; the outage does not use up their deliveries and nothing is poisoned.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_outage_longer_than_the_delivery_limit_poisons_nothing() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "max_dequeue_count = 2");
     let text = std::fs::read_to_string(&config)
@@ -471,6 +482,7 @@ async fn a_backend_outage_longer_than_the_delivery_limit_poisons_nothing() {
 /// message received in the same batch is applied, not poisoned with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_message_that_crash_loops_the_agent_is_poisoned() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "max_dequeue_count = 1");
     let text = std::fs::read_to_string(&config)
@@ -514,6 +526,7 @@ async fn only_the_message_that_crash_loops_the_agent_is_poisoned() {
 /// queue, reconcile does not lift the committed entry, and once the state works the block is recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_record_after_a_commit_neither_poisons_nor_lifts_the_block() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "max_dequeue_count = 1");
     let text = std::fs::read_to_string(&config)
@@ -559,6 +572,7 @@ async fn a_failed_record_after_a_commit_neither_poisons_nor_lifts_the_block() {
 /// recorded, its message deleted, the block stays, and the agent exits 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_a_batch_in_flight_commits_it_and_exits_cleanly() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(
         "[firewall]\nbackend = \"dry-run\"\n[firewall.dry-run]\nbatch_window = \"1h\"\n",
