@@ -53,11 +53,6 @@ pub async fn build(config: DryRunConfig) -> Result<Box<dyn Backend>, BackendErro
     Ok(Box::new(DryRun::new(config)))
 }
 
-/// The error of a simulated outage ([`crate::failpoint::backend_down`], debug builds only).
-fn simulated_outage() -> BackendError {
-    BackendError::Unreachable("simulated outage (PORTCULLIS_FAIL_BACKEND_WHILE)".to_owned())
-}
-
 /// The dry-run backend.
 #[derive(Debug, Default)]
 pub struct DryRun {
@@ -114,9 +109,6 @@ impl Backend for DryRun {
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
         let batch = self.staged.take();
-        if crate::failpoint::backend_down() {
-            return Err(simulated_outage());
-        }
         if batch.is_empty() {
             return Ok(CommitStats::default());
         }
@@ -145,9 +137,6 @@ impl Backend for DryRun {
     }
 
     async fn list(&mut self) -> Result<Vec<Target>, BackendError> {
-        if crate::failpoint::backend_down() {
-            return Err(simulated_outage());
-        }
         let now = Utc::now();
         // Like a kernel set with timeouts, expired entries are gone.
         self.held.retain(|_, expires_at| *expires_at > now);
@@ -155,9 +144,6 @@ impl Backend for DryRun {
     }
 
     async fn healthcheck(&mut self) -> Result<(), BackendError> {
-        if crate::failpoint::backend_down() {
-            return Err(simulated_outage());
-        }
         Ok(())
     }
 
