@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use queue_message::{BlockMessage, QueueConnection, SigningKey};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::alert::{self, Alert, ExtractConfig, ParseError};
@@ -111,6 +111,8 @@ impl AppState {
             },
             extract: ExtractConfig {
                 ip_dimensions: settings.ip_dimensions.clone(),
+                rule_ids: settings.rule_ids.clone(),
+                ..ExtractConfig::for_max_targets(settings.max_targets)
             },
             signing_key: settings.signing_key.clone(),
             queues: Arc::clone(&queues) as Arc<dyn Enqueue>,
@@ -308,15 +310,6 @@ fn respond(state: &AppState, alert: &Alert, plan: &Plan, message_ids: &[Uuid]) -
     Processed {
         reply: Reply::json(axum::http::StatusCode::OK, body),
         summary,
-    }
-}
-
-/// A JSON value's text as request body bytes (the Data/Metadata `Body` may be a string or parsed JSON).
-pub fn body_bytes(body: Option<&Value>) -> Vec<u8> {
-    match body {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) => text.clone().into_bytes(),
-        Some(other) => serde_json::to_vec(other).unwrap_or_default(),
     }
 }
 

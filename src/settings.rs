@@ -82,6 +82,8 @@ pub const SETTINGS: &[Setting] = &[
         "Largest request body accepted (413 above)."),
     setting("PORTCULLIS_IP_DIMENSIONS", false, Some(""),
         "Comma-separated Azure Monitor dimension names whose values are targets; empty = any dimension whose value parses as an IP address or network."),
+    setting("PORTCULLIS_RULE_IDS", false, Some(""),
+        "Comma-separated analytics rule ids (GUIDs or `…/alertRules/<guid>` resource ids) whose alerts may block. When an incident carries alerts, only the entities of alerts from these rules are blocked (Defender-portal correlation merges other alerts into incidents); empty = every alert counts. Incidents without alerts are not affected."),
     setting("PORTCULLIS_LOG_FORMAT", false, Some("text"),
         "`text` or `json` (one JSON object per line)."),
     setting("RUST_LOG", false, Some("portcullis=info,queue_message=info"),
@@ -119,6 +121,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `PORTCULLIS_IP_DIMENSIONS`, lower case.
     pub ip_dimensions: Vec<String>,
+    /// `PORTCULLIS_RULE_IDS`, as lower-case GUIDs.
+    pub rule_ids: Vec<String>,
     /// `PORTCULLIS_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -344,6 +348,19 @@ impl Settings {
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
+        let mut rule_ids = Vec::new();
+        for text in r.raw("PORTCULLIS_RULE_IDS").unwrap_or_default().split(',') {
+            if text.trim().is_empty() {
+                continue;
+            }
+            match crate::alert::incident::normalise_rule_id(text) {
+                Some(id) => rule_ids.push(id),
+                None => r.problems.push(format!(
+                    "PORTCULLIS_RULE_IDS: `{}` is neither a rule GUID nor a `…/alertRules/<guid>` resource id",
+                    crate::alert::clip(text.trim(), 200)
+                )),
+            }
+        }
         let log_format = r
             .parse("PORTCULLIS_LOG_FORMAT", "`text` or `json`", |v| {
                 v.parse::<LogFormat>().ok()
@@ -368,6 +385,7 @@ impl Settings {
                 ttl,
                 max_body_bytes,
                 ip_dimensions,
+                rule_ids,
                 log_format,
                 log_filter,
             }),
@@ -512,5 +530,32 @@ mod tests {
         for bad in ["ab", "Site", "a--b", "-ab", "ab-", "a_b", &"a".repeat(64)] {
             assert!(!valid_queue_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn rule_ids_are_guids_or_rule_resource_ids() {
+        let s = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            (
+                "PORTCULLIS_RULE_IDS",
+                " 2F1E9C4A-8B0D-4F3E-9A57-1C2D3E4F5A6B ,, /subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w/providers/Microsoft.SecurityInsights/alertRules/0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.rule_ids,
+            [
+                "2f1e9c4a-8b0d-4f3e-9a57-1c2d3e4f5a6b",
+                "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+            ]
+        );
+        let err = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            ("PORTCULLIS_RULE_IDS", "Portcullis TI rule"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("PORTCULLIS_RULE_IDS"), "{err}");
     }
 }

@@ -40,6 +40,58 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A TOML error as its message and position only (issue 9 item 13).
+///
+/// `toml`'s `Display` quotes the offending line, so a typo next to `signing_key`, a SAS URL, a client
+/// secret or an appliance password printed the secret to stderr and the journal. This keeps the message
+/// (it names the bad or unknown key) and the line and column, and blanks every value the message itself
+/// quotes (`invalid type: string "…"`, `integer `…``, `unknown variant `…``); key names stay readable.
+/// `text` is the parsed document, for the line number; `None` when the error has no document (a
+/// sub-table parsed from a `toml::Value`).
+pub(crate) fn toml_problem(text: Option<&str>, err: &toml::de::Error) -> String {
+    let message = redact_values(err.message().trim());
+    match (text, err.span()) {
+        (Some(text), Some(span)) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        _ => message,
+    }
+}
+
+/// Blanks the values a serde/toml message quotes: every `"…"` string, and the backticked text after
+/// `string`, `integer`, `float`, `variant` or `character` (keys in backticks are kept).
+fn redact_values(message: &str) -> String {
+    const VALUE_WORDS: [&str; 5] = ["string ", "integer ", "float ", "variant ", "character "];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(['"', '`']) {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        let quote = &tail[..1];
+        let Some(end) = tail[1..].find(quote) else {
+            // An unterminated quote: drop the rest rather than risk a value.
+            out.push_str(quote);
+            out.push('…');
+            return out;
+        };
+        let quoted = &tail[..end + 2];
+        let is_value = quote == "\"" || VALUE_WORDS.iter().any(|w| out.ends_with(w));
+        if is_value {
+            out.push_str(quote);
+            out.push('…');
+            out.push_str(quote);
+        } else {
+            out.push_str(quoted);
+        }
+        rest = &tail[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl ConfigError {
     /// A problem with `key`.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -355,9 +407,8 @@ impl Config {
 
     /// Parses and validates configuration text. Reads only `*_file` secrets.
     pub fn from_toml(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
-        // toml's message names the unknown or bad key and shows the line.
         let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::new("agent.toml", e.to_string().trim().to_owned()))?;
+            .map_err(|e| ConfigError::new("agent.toml", toml_problem(Some(text), &e)))?;
         let queue = validate_queue(raw.queue, env)?;
         let state = validate_state(raw.state);
         let policy = validate_policy(raw.policy)?;
@@ -716,6 +767,83 @@ mod tests {
         assert_eq!(c.firewall.reconcile_interval, Span::secs(300));
         assert!(c.metrics.is_none());
         assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    /// Issue 9 item 13: toml's error display quotes the offending line, so a typo in a secret's line
+    /// printed the secret. Every secret key, broken three ways (bad escape, unterminated, bare value),
+    /// and given the wrong type: the error names the position, never the value.
+    #[test]
+    fn toml_errors_never_print_a_secret() {
+        const SECRET: &str = "S3cr3tValue-Do-Not-Print";
+        let queue = "[queue]\nconnection = \"UseDevelopmentStorage=true\"\n";
+        let firewall = |backend: &str| {
+            format!("{queue}signing_key = \"{KEY}\"\n[firewall]\nbackend = \"{backend}\"\n[firewall.{backend}]\nurl = \"https://192.0.2.1\"\n")
+        };
+        let places: Vec<(String, &str)> = vec![
+            (format!("[queue]\nsigning_key = \"{KEY}\"\n"), "connection"),
+            (format!("[queue]\nsigning_key = \"{KEY}\"\n"), "connection"),
+            (queue.to_owned(), "signing_key"),
+            (
+                format!("{queue}signing_key = \"{KEY}\"\n"),
+                "poison_connection",
+            ),
+            (
+                format!("{queue}signing_key = \"{KEY}\"\n[queue.credential]\n"),
+                "client_secret",
+            ),
+            (firewall("unifi"), "password"),
+            (firewall("unifi"), "api_key"),
+            (firewall("opnsense"), "api_key"),
+            (firewall("opnsense"), "api_secret"),
+            (firewall("mikrotik"), "password"),
+            (firewall("pfsense"), "api_key"),
+        ];
+        for (head, key) in &places {
+            let line = head.lines().count() + 1;
+            for broken in [
+                format!("{key} = \"{SECRET}\\q\"\n"),
+                format!("{key} = \"{SECRET}\nnext = 1\n"),
+                format!("{key} = {SECRET}\n"),
+                format!("{key} = [\"{SECRET}\", 1]\n"),
+                format!("{key} = {{ a = \"{SECRET}\" }}\n"),
+            ] {
+                let text = format!("{head}{broken}");
+                let err = Config::from_toml(&text, &env(&[])).unwrap_err().to_string();
+                assert!(!err.contains("S3cr3t"), "{key}: {err}\n--- for ---\n{text}");
+                assert!(
+                    !err.contains("line") || err.contains(&format!("line {line}")),
+                    "{key}: {err}"
+                );
+            }
+        }
+        // The array of previous keys, given a string, and a number where text belongs.
+        for (text, line) in [
+            (
+                format!("{queue}signing_key = \"{KEY}\"\nprevious_signing_keys = \"{SECRET}\"\n"),
+                4,
+            ),
+            (format!("{queue}signing_key = 1234567890123\n"), 3),
+        ] {
+            let err = Config::from_toml(&text, &env(&[])).unwrap_err().to_string();
+            assert!(
+                !err.contains("S3cr3t") && !err.contains("1234567890123"),
+                "{err}"
+            );
+            assert!(err.contains(&format!("line {line}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_key_names() {
+        assert_eq!(
+            redact_values("unknown field `colour`, expected one of `a`, `b`"),
+            "unknown field `colour`, expected one of `a`, `b`"
+        );
+        assert_eq!(
+            redact_values("invalid type: string \"x\", expected u32; unknown variant `y`"),
+            "invalid type: string \"…\", expected u32; unknown variant `…`"
+        );
+        assert_eq!(redact_values("odd \"unterminated"), "odd \"…");
     }
 
     #[test]

@@ -152,9 +152,11 @@ pub async fn manual_block(
         .screen(&target)
         .map_err(|why| format!("{target} is never blocked here: {}", why.text))?;
     let now = engine.clock().now();
-    let expires_at = now
-        + chrono::Duration::from_std(duration)
-            .map_err(|_| "the duration is too long".to_owned())?;
+    // Checked: the duration may come from the control socket, not only from a parsed `--for`.
+    let expires_at = chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| "the duration is too long".to_owned())?;
     let reason = reason.unwrap_or_else(|| "manual block".to_owned());
     let submission = manual_submission(
         target,

@@ -4,7 +4,8 @@
 //! `target` (one address or network, canonical) → `policy` (the never-block rules) → `message` (the signed
 //! wire format) → `connection` (queue settings and operations; `sas` derives account SAS tokens) and
 //! `access` (the queue-name rule, how a binary authenticates, the shared log-format setting).
-//! `duration` parses the ISO-8601 durations used in settings and payloads.
+//! `report` is the return path's signed format (commit reports, heartbeats, firewall log batches), signed
+//! with the same key as `message`. `duration` parses the ISO-8601 durations used in settings and payloads.
 
 pub mod access;
 pub mod connection;
@@ -14,6 +15,7 @@ pub mod duration;
 pub mod golden;
 pub mod message;
 pub mod policy;
+pub mod report;
 pub mod sas;
 pub mod target;
 
@@ -24,6 +26,10 @@ pub use message::{
     Action, BlockMessage, DecodeError, KeyError, SigningKey, Source, MAX_MESSAGE_BYTES,
 };
 pub use policy::{NeverBlock, Refusal, SpecialRange};
+pub use report::{
+    CommitEvent, CommitReport, EventKind, EventTotal, FirewallAction, FirewallRow, Heartbeat,
+    LogBatch, Report, ReportBody,
+};
 pub use target::{Target, TargetError};
 
 #[cfg(feature = "testing")]
