@@ -453,6 +453,8 @@ impl Backend for Nftables {
         &mut self.staged
     }
 
+    // Long: builds one nft transaction (host sets element by element, network sets rewritten whole)
+    // and runs it; the steps share the batch and the network mirror.
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
         let staged = self.staged.take();
         if staged.is_empty() {
