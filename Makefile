@@ -24,9 +24,11 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items --locked
 
+# PORTCULLIS_TEST_REQUIRE_ALL: a test whose environment is missing (root, Azurite) fails here instead of
+# printing SKIPPED, as it does under a plain `cargo test`.
 unit:
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) test --workspace --locked
+	PORTCULLIS_TEST_REQUIRE_ALL=1 $(CARGO) test --workspace --locked
 
 infra-check:
 	@if [ -f infra/validate.sh ]; then bash infra/validate.sh; else echo "infra: nothing to validate yet"; fi

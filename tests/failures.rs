@@ -158,6 +158,7 @@ fn list_settings_is_the_documented_table() {
 
 #[tokio::test]
 async fn refused_requests_through_the_binary() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let handler = Handler::with_queue(
         &azurite.connection_string(),
@@ -260,6 +261,7 @@ async fn refused_requests_through_the_binary() {
 
 #[tokio::test]
 async fn a_missing_queue_without_create_is_503_with_retry_after() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let handler = Handler::with_queue(
         &azurite.connection_string(),
@@ -285,6 +287,7 @@ async fn a_missing_queue_without_create_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn one_queue_failing_out_of_two_is_503_not_2xx() {
+    queue_message::require!(queue_message::testing::azurite_available());
     // 2xx only once every message is in every queue: site-a exists and takes the message, site-b is
     // missing and may not be created.
     let azurite = Azurite::start();
@@ -327,6 +330,7 @@ fn the_redaction_check_is_not_vacuous() {
 
 #[tokio::test]
 async fn a_stopped_queue_service_is_503_after_the_sdk_retries() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let conn = azurite.connection_string();
     let handler = Handler::with_queue(&conn, &[]);

@@ -197,6 +197,7 @@ async fn peek(service_url: &str, queue: &str, ca_pem: &[u8]) -> Vec<BlockMessage
 
 #[tokio::test]
 async fn managed_identity_over_https_with_a_local_identity_endpoint() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
     let cert = dir.path().join("cert.pem");
@@ -257,6 +258,7 @@ async fn managed_identity_over_https_with_a_local_identity_endpoint() {
 
 #[tokio::test]
 async fn without_a_trusted_certificate_the_queue_is_unavailable() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
     let azurite = Azurite::start_with(&[

@@ -518,6 +518,8 @@ impl Checker {
     }
 }
 
+// Long: the checks run in the order an operator fixes them, each printing its line. Not yet split, and
+// its dead branches not yet removed (issue 8 item 5; the `first` branch edits its messages).
 async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
     let mut c = Checker {
         failed: false,
