@@ -127,16 +127,11 @@ impl AppState {
 /// ([`QUEUE_MAX_RETRIES`], [`QUEUE_RETRY_WINDOW`]), and an account SAS derived from an account key grants
 /// only what the handler does: add messages, and create queues when `create_queues` is set.
 pub fn connect(access: &QueueAccess, create_queues: bool) -> Result<Arc<QueueConnection>, String> {
-    let connection = match access {
-        QueueAccess::ConnectionString(text) => {
-            QueueConnection::parse(text).map_err(|e| format!("PORTCULLIS_QUEUE: {e}"))?
-        }
-        QueueAccess::ManagedIdentity {
-            service_uri,
-            client_id,
-        } => QueueConnection::managed_identity(service_uri, client_id.as_deref())
-            .map_err(|e| format!("PORTCULLIS_QUEUE__queueServiceUri: {e}"))?,
+    let setting = match access {
+        QueueAccess::ConnectionText(_) => "PORTCULLIS_QUEUE",
+        _ => "PORTCULLIS_QUEUE__queueServiceUri",
     };
+    let connection = access.connect().map_err(|e| format!("{setting}: {e}"))?;
     let loopback = matches!(
         connection.service_url().host_str(),
         Some("127.0.0.1" | "localhost" | "[::1]")
@@ -324,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_queue_connection_retries_briefly() {
-        let access = QueueAccess::ConnectionString("UseDevelopmentStorage=true".to_owned());
+        let access = QueueAccess::ConnectionText("UseDevelopmentStorage=true".to_owned());
         for create in [false, true] {
             let connection = connect(&access, create).unwrap();
             assert_eq!(

@@ -5,12 +5,12 @@
 //! sees a raw string. Secrets (the signing key, connection strings) never appear in errors or `Debug`.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::Mutex;
 
 use chrono::Duration;
 use ipnet::IpNet;
 use queue_message::{parse_duration, SigningKey};
+pub use queue_message::{valid_queue_name, LogFormat, QueueAccess};
 use serde::Serialize;
 
 use crate::plan::TtlTable;
@@ -89,45 +89,6 @@ pub const SETTINGS: &[Setting] = &[
     setting("RUST_LOG", false, Some("portcullis=info,queue_message=info"),
         "Log filter (tracing EnvFilter syntax)."),
 ];
-
-/// How the queues are reached.
-#[derive(Clone, PartialEq, Eq)]
-pub enum QueueAccess {
-    /// A connection string or SAS URL (secret).
-    ConnectionString(String),
-    /// Managed identity on a queue service URI.
-    ManagedIdentity {
-        /// `https://<account>.queue.core.windows.net`.
-        service_uri: String,
-        /// User-assigned identity client id.
-        client_id: Option<String>,
-    },
-}
-
-impl fmt::Debug for QueueAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
-            Self::ManagedIdentity {
-                service_uri,
-                client_id,
-            } => f
-                .debug_struct("ManagedIdentity")
-                .field("service_uri", service_uri)
-                .field("client_id", client_id)
-                .finish(),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -243,19 +204,6 @@ impl Reader<'_> {
     }
 }
 
-/// Azure queue names: 3-63 characters, lower-case letters, digits and single hyphens, starting and ending
-/// with a letter or digit.
-pub fn valid_queue_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (3..=63).contains(&bytes.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-        && !name.contains("--")
-}
-
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -313,7 +261,7 @@ impl Settings {
                         "PORTCULLIS_QUEUE__clientId only applies with PORTCULLIS_QUEUE__queueServiceUri".to_owned(),
                     );
                 }
-                Some(QueueAccess::ConnectionString(text.trim().to_owned()))
+                Some(QueueAccess::ConnectionText(text.trim().to_owned()))
             }
             (None, Some(uri)) => Some(QueueAccess::ManagedIdentity {
                 service_uri: uri.trim().to_owned(),
@@ -415,11 +363,7 @@ impl Settings {
         }
         let log_format = r
             .parse("PORTCULLIS_LOG_FORMAT", "`text` or `json`", |v| {
-                match v.to_ascii_lowercase().as_str() {
-                    "text" => Some(LogFormat::Text),
-                    "json" => Some(LogFormat::Json),
-                    _ => None,
-                }
+                v.parse::<LogFormat>().ok()
             })
             .unwrap_or(LogFormat::Text);
         let log_filter = r.raw("RUST_LOG").unwrap_or_default();
@@ -469,6 +413,21 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Settings::from_lookup(&move |name| map.get(name).cloned())
+    }
+
+    /// The key the handler reads from its setting signs the shared known answer byte for byte.
+    #[test]
+    fn the_configured_key_signs_the_known_answer() {
+        let s = with(&[
+            (
+                "PORTCULLIS_SIGNING_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+        ])
+        .unwrap();
+        let text = queue_message::golden::message().encode(&s.signing_key);
+        assert_eq!(text, queue_message::golden::TEXT);
     }
 
     #[test]

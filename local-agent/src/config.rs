@@ -8,12 +8,11 @@
 //! variable; the environment variable wins, then the file, then the inline value.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use queue_message::{NeverBlock, SigningKey};
+use queue_message::{valid_queue_name, LogFormat, NeverBlock, QueueAccess, SigningKey};
 use serde::Deserialize;
 
 use crate::backends::{BackendConfig, FirewallConfig};
@@ -240,147 +239,29 @@ struct RawLog {
 // Validated configuration
 // ---------------------------------------------------------------------------------------------------
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// How to reach the queue service.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Connection {
-    /// A connection string or SAS URL.
-    Text(String),
-    /// A service principal's client secret.
-    ClientSecret {
-        /// `https://<account>.queue.core.windows.net`.
-        service_uri: String,
-        /// Tenant id.
-        tenant_id: String,
-        /// Client id.
-        client_id: String,
-        /// The secret.
-        secret: String,
-    },
-    /// The signed-in Azure CLI (development).
-    AzureCli {
-        /// `https://<account>.queue.core.windows.net`.
-        service_uri: String,
-    },
-    /// A managed identity (Azure VMs, Arc).
-    ManagedIdentity {
-        /// `https://<account>.queue.core.windows.net`.
-        service_uri: String,
-        /// A user-assigned identity's client id.
-        client_id: Option<String>,
-    },
-}
-
-/// What kind of connection text this is, naming nothing secret: never a prefix of the text itself (a
-/// connection string may start with `AccountKey=…`), only the recognised kind and, for a SAS URL, its host
-/// and path.
-fn describe_connection_text(text: &str) -> String {
-    let text = text.trim();
-    if let Ok(url) = url::Url::parse(text) {
-        if matches!(url.scheme(), "http" | "https") {
-            return format!(
-                "SAS URL for {}{}",
-                url.host_str().unwrap_or("?"),
-                url.path()
-            );
-        }
-    }
-    let has = |key: &str| {
-        text.split(';').any(|part| {
-            part.split_once('=')
-                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
-        })
-    };
-    if has("UseDevelopmentStorage") {
-        "development storage connection string".to_owned()
-    } else if has("AccountKey") {
-        "account-key connection string".to_owned()
-    } else if has("SharedAccessSignature") {
-        "SAS connection string".to_owned()
-    } else {
-        "unrecognised connection text".to_owned()
-    }
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Text(text) => write!(f, "Text({}, <redacted>)", describe_connection_text(text)),
-            Self::ClientSecret {
-                service_uri,
-                tenant_id,
-                client_id,
-                ..
-            } => write!(
-                f,
-                "ClientSecret({service_uri}, tenant {tenant_id}, client {client_id}, <redacted>)"
-            ),
-            Self::AzureCli { service_uri } => write!(f, "AzureCli({service_uri})"),
-            Self::ManagedIdentity {
-                service_uri,
-                client_id,
-            } => write!(f, "ManagedIdentity({service_uri}, {client_id:?})"),
-        }
-    }
-}
-
-impl Connection {
-    /// Builds the shared crate's connection (no I/O).
-    pub fn connect(
-        &self,
-        api_version: Option<&str>,
-    ) -> Result<queue_message::QueueConnection, queue_message::ConnectionError> {
-        let connection = match self {
-            Self::Text(text) => queue_message::QueueConnection::parse(text)?,
-            Self::ClientSecret {
-                service_uri,
-                tenant_id,
-                client_id,
-                secret,
-            } => queue_message::QueueConnection::client_secret(
-                service_uri,
-                tenant_id,
-                client_id,
-                secret,
-            )?,
-            Self::AzureCli { service_uri } => {
-                queue_message::QueueConnection::azure_cli(service_uri)?
-            }
-            Self::ManagedIdentity {
-                service_uri,
-                client_id,
-            } => {
-                queue_message::QueueConnection::managed_identity(service_uri, client_id.as_deref())?
-            }
-        };
-        Ok(match api_version {
-            Some(v) => connection.with_api_version(v),
-            None => connection,
-        })
-    }
+/// The shared crate's connection for `connection` at `api_version` (no I/O).
+pub fn connect(
+    connection: &QueueAccess,
+    api_version: Option<&str>,
+) -> Result<queue_message::QueueConnection, queue_message::ConnectionError> {
+    let built = connection.connect()?;
+    Ok(match api_version {
+        Some(v) => built.with_api_version(v),
+        None => built,
+    })
 }
 
 /// `[queue]`, validated.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
     /// The main queue's connection.
-    pub connection: Connection,
+    pub connection: QueueAccess,
     /// The queue to consume.
     pub name: String,
     /// Where refused and failing messages go.
     pub poison_name: String,
     /// A separate connection for the poison queue (a queue-scoped SAS of it).
-    pub poison_connection: Option<Connection>,
+    pub poison_connection: Option<QueueAccess>,
     /// Verification keys: the current one first.
     pub keys: Vec<SigningKey>,
     /// Visibility timeout at receive.
@@ -512,17 +393,6 @@ fn secret(
         .filter(|s| !s.is_empty()))
 }
 
-fn is_queue_name(name: &str) -> bool {
-    // Azure: 3–63 lower-case letters, digits and single hyphens, starting and ending alphanumeric.
-    (3..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--")
-}
-
 impl Config {
     /// Reads and validates the file at `path`, taking secrets from the process environment too.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -597,7 +467,7 @@ fn validate_queue(raw: RawQueue, env: &dyn Env) -> Result<QueueSettings, ConfigE
             }
             queue_message::QueueConnection::parse(&text)
                 .map_err(|e| ConfigError::new("queue.connection", e.to_string()))?;
-            Connection::Text(text)
+            QueueAccess::ConnectionText(text)
         }
         (None, Some(uri)) => {
             let cred = raw.credential.ok_or_else(|| {
@@ -623,7 +493,7 @@ fn validate_queue(raw: RawQueue, env: &dyn Env) -> Result<QueueSettings, ConfigE
         }
     };
     let hint = match &connection {
-        Connection::Text(text) => queue_message::QueueConnection::parse(text)
+        QueueAccess::ConnectionText(text) => queue_message::QueueConnection::parse(text)
             .ok()
             .and_then(|c| c.queue_hint().map(str::to_owned)),
         _ => None,
@@ -639,7 +509,7 @@ fn validate_queue(raw: RawQueue, env: &dyn Env) -> Result<QueueSettings, ConfigE
         (None, Some(hint)) => hint,
         (None, None) => "portcullis".to_owned(),
     };
-    if !is_queue_name(&name) {
+    if !valid_queue_name(&name) {
         return Err(ConfigError::new(
             "queue.name",
             format!(
@@ -648,7 +518,7 @@ fn validate_queue(raw: RawQueue, env: &dyn Env) -> Result<QueueSettings, ConfigE
         ));
     }
     let poison_name = raw.poison_name.unwrap_or_else(|| format!("{name}-poison"));
-    if !is_queue_name(&poison_name) || poison_name == name {
+    if !valid_queue_name(&poison_name) || poison_name == name {
         return Err(ConfigError::new(
             "queue.poison_name",
             format!("`{poison_name}` is not a queue name different from `{name}`"),
@@ -673,10 +543,10 @@ fn validate_queue(raw: RawQueue, env: &dyn Env) -> Result<QueueSettings, ConfigE
                     ));
                 }
             }
-            Some(Connection::Text(text))
+            Some(QueueAccess::ConnectionText(text))
         }
         None => {
-            if let Connection::Text(text) = &connection {
+            if let QueueAccess::ConnectionText(text) = &connection {
                 if queue_message::QueueConnection::parse(text)
                     .map(|c| c.queue_hint().is_some())
                     .unwrap_or(false)
@@ -761,7 +631,7 @@ fn validate_credential(
     service_uri: String,
     raw: RawCredential,
     env: &dyn Env,
-) -> Result<Connection, ConfigError> {
+) -> Result<QueueAccess, ConfigError> {
     let kind = raw.kind.as_deref().unwrap_or("client-secret");
     match kind {
         "client-secret" => {
@@ -784,15 +654,15 @@ fn validate_credential(
                     "missing: set `client_secret`, `client_secret_file` or PORTCULLIS_CLIENT_SECRET",
                 )
             })?;
-            Ok(Connection::ClientSecret {
+            Ok(QueueAccess::ClientSecret {
                 service_uri,
                 tenant_id,
                 client_id,
                 secret,
             })
         }
-        "azure-cli" => Ok(Connection::AzureCli { service_uri }),
-        "managed-identity" => Ok(Connection::ManagedIdentity {
+        "azure-cli" => Ok(QueueAccess::AzureCli { service_uri }),
+        "managed-identity" => Ok(QueueAccess::ManagedIdentity {
             service_uri,
             client_id: raw.client_id,
         }),
@@ -1001,7 +871,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.queue.keys.len(), 1);
         assert!(
-            matches!(c.queue.connection, Connection::Text(ref t) if t == "UseDevelopmentStorage=true")
+            matches!(c.queue.connection, QueueAccess::ConnectionText(ref t) if t == "UseDevelopmentStorage=true")
         );
 
         let err = Config::from_toml(
@@ -1046,7 +916,7 @@ mod tests {
         let c = Config::from_toml(&text, &env(&[("PORTCULLIS_CLIENT_SECRET", "s3cret")])).unwrap();
         assert!(matches!(
             c.queue.connection,
-            Connection::ClientSecret { .. }
+            QueueAccess::ClientSecret { .. }
         ));
         assert!(!format!("{c:?}").contains("s3cret"));
     }
@@ -1101,7 +971,7 @@ mod tests {
             ),
             (key.to_owned(), "unrecognised connection text"),
         ] {
-            let shown = format!("{:?}", Connection::Text(text.clone()));
+            let shown = format!("{:?}", QueueAccess::ConnectionText(text.clone()));
             assert!(shown.contains(kind), "{shown}");
             assert!(!shown.contains(key), "{shown}");
             assert!(!shown.contains("sig="), "{shown}");
