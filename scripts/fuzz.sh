@@ -61,6 +61,13 @@ seeds_for() {
     esac
 }
 
+# libFuzzer writes fuzz-<n>.log into the working directory when it runs worker processes.
+LOGDIR="$(mktemp -d)"
+trap 'rm -rf "$LOGDIR"' EXIT
+cd "$LOGDIR"
+PARALLEL=()
+if [ "$JOBS" -gt 1 ]; then PARALLEL=(-jobs="$JOBS" -workers="$JOBS"); fi
+
 declare -a SUMMARY=()
 FAILED=0
 for target in "${TARGETS[@]}"; do
@@ -73,7 +80,7 @@ for target in "${TARGETS[@]}"; do
     echo "==> $target for ${SECONDS_EACH}s"
     set +e
     "$BIN/$target" "$corpus" "$seeds" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
-        -rss_limit_mb=2048 -timeout=10 -max_len=262144 -jobs="$JOBS" -workers="$JOBS" \
+        -rss_limit_mb=2048 -timeout=10 -max_len=262144 "${PARALLEL[@]}" \
         -artifact_prefix="$artifacts/" > "$log" 2>&1
     rc=$?
     set -e
