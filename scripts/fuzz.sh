@@ -65,6 +65,7 @@ seeds_for() {
 LOGDIR="$(mktemp -d)"
 trap 'rm -rf "$LOGDIR"' EXIT
 cd "$LOGDIR"
+shopt -s nullglob
 PARALLEL=()
 if [ "$JOBS" -gt 1 ]; then PARALLEL=(-jobs="$JOBS" -workers="$JOBS"); fi
 
@@ -85,9 +86,10 @@ for target in "${TARGETS[@]}"; do
     rc=$?
     set -e
     rm -rf "$seeds"
-    execs="$(grep -h 'stat::number_of_executed_units' "$log" fuzz-*.log 2>/dev/null | awk '{s += $2} END {print s + 0}')"
-    cov="$(grep -ho 'cov: [0-9]*' "$log" fuzz-*.log 2>/dev/null | awk '{print $2}' | sort -n | tail -1)"
-    ft="$(grep -ho 'ft: [0-9]*' "$log" fuzz-*.log 2>/dev/null | awk '{print $2}' | sort -n | tail -1)"
+    logs=("$log" fuzz-*.log)  # nullglob: worker logs exist only with FUZZ_JOBS > 1
+    execs="$(cat "${logs[@]}" | awk '/stat::number_of_executed_units/ {s += $2} END {print s + 0}')"
+    cov="$(cat "${logs[@]}" | grep -o 'cov: [0-9]*' | awk '{print $2}' | sort -n | tail -1 || true)"
+    ft="$(cat "${logs[@]}" | grep -o 'ft: [0-9]*' | awk '{print $2}' | sort -n | tail -1 || true)"
     files="$(find "$corpus" -type f | wc -l)"
     rm -f fuzz-*.log
     if [ "$rc" -ne 0 ]; then
