@@ -56,6 +56,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("invalid settings")?;
     if args.check {
         println!("settings are valid");
+        if let Some(reports) = &state.reports {
+            println!("{}", reports.describe());
+        }
         return Ok(());
     }
     let addr = match (args.listen, settings.port) {
@@ -75,6 +78,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kid = state.signing_key.id(),
         "Handler listening."
     );
+    if let Some(reports) = &state.reports {
+        if reports.has_sink() {
+            tracing::info!(queue = %settings.reports.queue, "{}", reports.describe());
+            if std::env::var_os("IDENTITY_ENDPOINT").is_none() {
+                tracing::warn!(
+                    "IDENTITY_ENDPOINT is not set (not in App Service / Functions?): return-path tokens will be asked of the instance metadata service, and reports fail and retry if it is absent. Set PORTCULLIS_SENTINEL_COMMENTS=false and leave the logs settings unset to run without the return path."
+                );
+            }
+        } else {
+            tracing::warn!(queue = %settings.reports.queue, "{}", reports.describe());
+        }
+    }
     if settings.create_queues {
         // In the background: readiness must not wait for the queue service.
         tokio::spawn(async move {

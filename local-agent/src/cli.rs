@@ -256,6 +256,17 @@ fn print_status(report: &StatusReport) {
         Some((at, e)) => println!("last error:     {} — {e}", ago(*at)),
         None => println!("last error:     none"),
     }
+    if let Some(l) = &report.logs {
+        let unparsed: u64 = l.lines_unparsed.values().sum();
+        println!(
+            "firewall logs:  {} received, {} parsed, {} not firewall, {unparsed} unparsed, {} rejected senders",
+            l.lines_received, l.lines_parsed, l.lines_not_firewall, l.rejected_senders
+        );
+        println!(
+            "log shipping:   {} rows, {} bytes shipped; spool {} batches, {} bytes; dropped {} batches; kernel drops {}",
+            l.rows_shipped, l.bytes_shipped, l.spool_batches, l.spool_bytes, l.spool_dropped_batches, l.kernel_drops
+        );
+    }
     for p in &report.problems {
         println!("PROBLEM:        {p}");
     }

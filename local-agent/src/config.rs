@@ -121,6 +121,9 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     #[serde(default)]
     log: RawLog,
+    /// `[logs]`: parsed and validated in `logs::config`.
+    #[serde(default)]
+    logs: crate::logs::config::RawLogs,
 }
 
 /// `[queue]`.
@@ -344,6 +347,8 @@ pub struct Config {
     pub metrics: Option<MetricsSettings>,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[logs]` (firewall log receiver), if a listen address is set.
+    pub logs: Option<crate::logs::config::LogsConfig>,
 }
 
 /// Where secrets come from besides the file: the process environment, or a map in tests.
@@ -432,6 +437,7 @@ impl Config {
             format: raw.log.format.unwrap_or_default(),
             level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
         };
+        let logs = crate::logs::config::validate(raw.logs)?;
         Ok(Self {
             queue,
             state,
@@ -439,6 +445,7 @@ impl Config {
             firewall,
             metrics,
             log,
+            logs,
         })
     }
 }

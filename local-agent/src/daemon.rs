@@ -154,6 +154,53 @@ async fn init_with_retry(engine: &Engine, token: &CancellationToken) -> anyhow::
     }
 }
 
+/// Name of the reports queue log batches go to (the handler's `PORTCULLIS_REPORTS_QUEUE` default).
+pub const REPORTS_QUEUE: &str = "portcullis-reports";
+
+/// Starts the firewall-log receiver of `[logs]`: spool beside the state database, batches signed with the
+/// queue's signing key and sent to [`REPORTS_QUEUE`] over the block queue's connection, site = the block
+/// queue's name.
+async fn start_logs(
+    config: &Config,
+    logs: crate::logs::config::LogsConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+    token: CancellationToken,
+) -> anyhow::Result<crate::logs::Running> {
+    let q = &config.queue;
+    let connection = Arc::new(
+        crate::config::connect(&q.connection, q.api_version.as_deref())
+            .context("queue connection for the reports queue")?,
+    );
+    let reports = connection.queue(REPORTS_QUEUE);
+    if q.create_queues {
+        if let Err(e) = reports.create_if_missing().await {
+            tracing::warn!(queue = REPORTS_QUEUE, error = %e, "Could not create the queue.");
+        }
+    }
+    let key = q.keys.first().cloned().context("no signing key")?;
+    let shipper = Arc::new(crate::logs::ship::QueueShipper::new(
+        reports,
+        key,
+        q.name.clone(),
+    ));
+    let log_metrics = Arc::new(crate::logs::metrics::LogMetrics::default());
+    let _ = metrics.logs.set(Arc::clone(&log_metrics));
+    let spool = config
+        .state
+        .path
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join("logs-spool");
+    crate::logs::start(logs, q.name.clone(), &spool, shipper, log_metrics, token).with_context(
+        || {
+            format!(
+                "starting the firewall-log receiver (spool {})",
+                spool.display()
+            )
+        },
+    )
+}
+
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let lock = StateLock::acquire(&config.state.path)?;
@@ -179,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         let status_engine = Arc::clone(&engine);
         let status_config = config.clone();
         let status_health = Arc::clone(&health);
+        let status_metrics = Arc::clone(&metrics);
         let unhealthy_after = config
             .metrics
             .map(|m| m.unhealthy_after.get())
@@ -192,10 +240,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
                 let engine = Arc::clone(&status_engine);
                 let config = status_config.clone();
                 let health = Arc::clone(&status_health);
+                let status_metrics = Arc::clone(&status_metrics);
                 let queue = Arc::clone(&status_queue);
                 Box::pin(async move {
                     let mut report = StatusReport::configured(&config);
                     report.add_live(&health, unhealthy_after);
+                    report.logs = status_metrics.logs.get().map(|l| l.counts());
                     report.add_queue_depth(&queue).await;
                     let now = engine.clock().now();
                     let stored = engine
@@ -264,6 +314,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
                 tracing::error!(error = %e, "Metrics endpoint failed.");
             }
         });
+    }
+
+    if let Some(logs) = &config.logs {
+        tasks.spawn(
+            start_logs(&config, logs.clone(), &metrics, token.clone())
+                .await?
+                .join(),
+        );
     }
 
     tracing::info!(

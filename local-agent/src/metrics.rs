@@ -84,6 +84,8 @@ pub struct Metrics {
     pub last_poll: FloatGauge,
     /// Unix time of the last successful commit.
     pub last_commit: FloatGauge,
+    /// The firewall-log receiver's counters, when `[logs]` is on (rendered after the registry's).
+    pub logs: std::sync::OnceLock<std::sync::Arc<crate::logs::metrics::LogMetrics>>,
     registry: Registry,
 }
 
@@ -109,6 +111,7 @@ impl Default for Metrics {
             rate_limited: FloatGauge::default(),
             last_poll: FloatGauge::default(),
             last_commit: FloatGauge::default(),
+            logs: std::sync::OnceLock::new(),
             registry: Registry::with_prefix("portcullis_agent"),
         };
         m.register();
@@ -248,6 +251,14 @@ impl Metrics {
         let mut text = String::with_capacity(4096);
         // Writing into a String cannot fail; an encoding error would leave the text short, not panic.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        if let Some(logs) = self.logs.get() {
+            // The log series go before the closing `# EOF` of the OpenMetrics text.
+            if text.ends_with("# EOF\n") {
+                text.truncate(text.len() - "# EOF\n".len());
+            }
+            logs.render(&mut text);
+            text.push_str("# EOF\n");
+        }
         text
     }
 }

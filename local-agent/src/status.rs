@@ -48,6 +48,9 @@ pub struct StatusReport {
     pub last_error: Option<(DateTime<Utc>, String)>,
     /// Health problems (as `/healthz` reports them).
     pub problems: Vec<String>,
+    /// The firewall-log receiver's counters, when `[logs]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::logs::metrics::LogCounts>,
 }
 
 impl StatusReport {

@@ -36,3 +36,6 @@ mod contract_local;
 
 /// UniFi, OPNsense, MikroTik and pfSense against fake devices over HTTPS.
 mod appliances;
+
+/// The firewall-log receiver over loopback UDP and TCP: framing, sender filter, rows, spool, outage.
+mod logs;
