@@ -74,7 +74,12 @@ async fn main() -> std::process::ExitCode {
         .build()
         .expect("client");
     for _ in 0..200 {
-        if client.get(format!("http://127.0.0.1:{port}/")).send().await.is_ok() {
+        if client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
