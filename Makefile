@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all demo test tools lint doc unit infra-check package bench clean
+.PHONY: all demo test tools lint doc unit infra-check package bench fuzz soak clean
 
 all: test
 
@@ -41,6 +41,19 @@ package:
 bench: tools
 	@bash scripts/bench-handler.sh
 	@bash scripts/bench-agent.sh
+
+## Coverage-guided fuzzing (libFuzzer, stable toolchain; see scripts/fuzz.sh): every target for
+## FUZZ_SECONDS (default 60) each; fails on any crash. Not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+## Fault soak, handler part (see examples/soak_handler.rs): the release handler against Azurite at
+## SOAK_RATE requests/s (default 1000) for SOAK_SECONDS (default 300); fails on any error or RSS growth.
+## The agent kill -9 soak waits for the new agent core. Not part of `make test`.
+soak: tools
+	$(CARGO) build --release --locked -p portcullis --bin portcullis-handler --example soak_handler
+	target/release/examples/soak_handler
 
 clean:
 	$(CARGO) clean
