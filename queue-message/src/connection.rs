@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 
+use crate::credential::BoundedCredential;
 use crate::sas::{redact, AccountSas};
 
 /// Azurite's published development account.
@@ -299,9 +300,20 @@ impl QueueConnection {
         service_uri: &str,
         client_id: Option<&str>,
     ) -> Result<Self, ConnectionError> {
+        // The App Service (Functions) identity endpoint honours these retries; the VM one keeps its own
+        // (72 s). Either way [`Self::with_retry`] bounds the whole token request (BoundedCredential).
+        let client_options = azure_core::http::ClientOptions {
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: 3,
+                max_total_elapsed: azure_core::time::Duration::seconds(10),
+                max_delay: azure_core::time::Duration::seconds(2),
+                ..ExponentialRetryOptions::default()
+            }),
+            ..azure_core::http::ClientOptions::default()
+        };
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: client_id.map(|id| UserAssignedId::ClientId(id.to_owned())),
-            ..Default::default()
+            client_options,
         };
         let credential = ManagedIdentityCredential::new(Some(options))
             .map_err(|e| ConnectionError::Credential(format!("{e:?}")))?;
@@ -363,8 +375,12 @@ impl QueueConnection {
     /// Bounds the SDK's retries of every operation: at most `max_retries` retries (exponential back-off
     /// from 200 ms, at most 2 s apart), none started later than `max_total` after the first attempt. The
     /// SDK's default (8 retries within a minute, up to 30 s apart) makes a dead queue take well over a
-    /// minute to report, longer than a webhook caller waits for an answer.
+    /// minute to report, longer than a webhook caller waits for an answer. An Entra ID token request is
+    /// bounded by `max_total` as well (the identity crate retries on its own, for up to 72 s).
     pub fn with_retry(mut self, max_retries: u32, max_total: std::time::Duration) -> Self {
+        if let Auth::Token(credential) = &self.auth {
+            self.auth = Auth::Token(BoundedCredential::new(Arc::clone(credential), max_total));
+        }
         self.retry = Some(RetryLimits {
             max_retries,
             max_total,
@@ -785,6 +801,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("https"));
+    }
+
+    #[test]
+    fn retry_bounds_also_bound_the_token_request() {
+        let c = QueueConnection::with_credential(
+            "https://acct.queue.core.windows.net",
+            ManagedIdentityCredential::new(None).unwrap(),
+        )
+        .unwrap();
+        assert!(!format!("{:?}", token_credential(&c)).contains("BoundedCredential"));
+        let c = c.with_retry(3, std::time::Duration::from_secs(10));
+        let debug = format!("{:?}", token_credential(&c));
+        assert!(debug.contains("BoundedCredential"), "{debug}");
+        assert!(debug.contains("limit: 10s"), "{debug}");
+    }
+
+    fn token_credential(c: &QueueConnection) -> &Arc<dyn TokenCredential> {
+        match &c.auth {
+            Auth::Token(credential) => credential,
+            _ => panic!("not a token connection"),
+        }
     }
 
     #[test]

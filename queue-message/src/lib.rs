@@ -6,6 +6,7 @@
 //! `duration` parses the ISO-8601 durations used in settings and payloads.
 
 pub mod connection;
+pub mod credential;
 pub mod duration;
 pub mod message;
 pub mod policy;
