@@ -9,6 +9,7 @@
 //! `lenient` (serde helpers for other people's JSON).
 
 pub mod alert;
+pub mod check;
 pub mod enqueue;
 pub mod error;
 pub mod http;
