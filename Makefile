@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all demo test tools lint doc unit infra-check package bench clean
+.PHONY: all demo test tools lint doc unit infra-check package bench clean dist test-cross deb test-deb image test-image
 
 all: test
 
@@ -34,6 +34,29 @@ infra-check:
 ## Build the Functions app zip (static musl handler + host.json + function folders) into dist/.
 package:
 	@bash scripts/package.sh
+
+## Static agent binaries for x86_64, aarch64 and armv7 (musl, cargo-zigbuild) into dist/agent/, with SHA256SUMS.
+dist:
+	@bash scripts/dist.sh
+
+## Agent unit tests and a smoke run (check, block/list/unblock via the socket) for aarch64 and armv7 under qemu.
+test-cross: dist tools
+	@bash scripts/test-cross.sh
+
+## Debian package of the agent (cargo-deb) into dist/deb/, from the x86_64 static binary.
+deb: dist
+	@bash scripts/deb.sh build
+
+## Install the .deb here, verify its unit, files and permissions, remove it (root).
+test-deb: deb
+	@bash scripts/deb.sh test
+
+## OCI image of the agent (Debian-package rootfs + static binary, buildah), run with podman (root).
+image: dist
+	@bash scripts/image.sh build
+
+test-image: image
+	@bash scripts/image.sh test
 
 ## Benchmarks (see BENCHMARKS.md); not part of `make test`.
 bench: tools

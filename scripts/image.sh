@@ -2,7 +2,8 @@
 # The agent's OCI image, built and run here without pulling any base image.
 #   bash scripts/image.sh build  (`make image`)  dist/image/rootfs.tar from Debian packages, then
 #       `buildah bud -f packaging/Dockerfile` (FROM scratch + that rootfs + the static binary from `make dist`)
-#       → localhost/portcullis-agent:<version>, and dist/image/portcullis-agent-<version>.oci.tar.
+#       → localhost/portcullis-agent:<version>, and dist/image/portcullis-agent-<version>.docker.tar (docker-archive:
+#       what `docker load -i` and the NAS container managers' "import image" accept, Docker 20.10 included).
 #   bash scripts/image.sh test   (`make test-image`, root)  runs it with podman: `--version`, `check` and a dry-run
 #       block/list/unblock through the control socket, then the nftables backend with NET_ADMIN in a network
 #       namespace made here, where the block must appear in `nft list set` seen from the host.
@@ -119,12 +120,24 @@ build() {
     log "buildah bud -f packaging/Dockerfile -t $IMAGE"
     (cd "$ROOT" && buildah bud --quiet --format docker --layers=false -f packaging/Dockerfile \
         --build-arg TRIPLE=x86_64-unknown-linux-musl -t "$IMAGE" .) >/dev/null
-    rm -f "$OUT/portcullis-agent-$VERSION.oci.tar"
-    "${PODMAN[@]}" save --format oci-archive -o "$OUT/portcullis-agent-$VERSION.oci.tar" "$IMAGE" >/dev/null
+    rm -f "$OUT/portcullis-agent-$VERSION.docker.tar"
+    "${PODMAN[@]}" save --format docker-archive -o "$OUT/portcullis-agent-$VERSION.docker.tar" "$IMAGE" >/dev/null
     local size
     size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")"
     log "image $IMAGE: $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1048576 }') MiB; goal <= 40 MB)"
-    log "saved $OUT/portcullis-agent-$VERSION.oci.tar (podman load -i …, or skopeo copy oci-archive:… docker-daemon:…)"
+    log "saved $OUT/portcullis-agent-$VERSION.docker.tar ($(wc -c < "$OUT/portcullis-agent-$VERSION.docker.tar" | tr -d ' ') bytes; docker load -i …)"
+}
+
+# Polls the namespace's nftables set for an address for up to 10 s: `block` answers when the daemon accepted the
+# block, and the commit follows within its batch window.
+in_nft() {
+    local out
+    for _ in $(seq 100); do
+        out="$(ip netns exec "$NS" nft list set inet portcullis addr4 2>/dev/null)" || true
+        grep -q "$1" <<<"$out" && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 # --- test -----------------------------------------------------------------------------------------------------
@@ -233,10 +246,10 @@ test_image() {
     config nftables > "$WORK/nft.toml"
     start_agent "$WORK/state-nft" "$WORK/nft.toml" --cap-add NET_ADMIN --cap-add NET_RAW
     agent block 198.51.100.8 --for 1h --reason image-test || die "block failed"
-    ip netns exec "$NS" nft list set inet portcullis addr4 | grep -q '198.51.100.8' \
+    in_nft "198.51.100.8" \
         || die "the block is not in the namespace's nftables: $(ip netns exec "$NS" nft list ruleset)"
     stop_agent
-    ip netns exec "$NS" nft list set inet portcullis addr4 | grep -q '198.51.100.8' \
+    in_nft "198.51.100.8" \
         || die "the block did not outlive the agent"
     echo "    ok  198.51.100.8 is in 'inet portcullis addr4' of $NS, and stays after the agent stops"
     log "image: all checks passed"
