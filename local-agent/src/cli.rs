@@ -177,6 +177,34 @@ fn short_claim(claim: &str) -> String {
     }
 }
 
+/// Left-aligned columns two spaces apart, each as wide as its widest cell (in characters); the last column is
+/// not padded.
+fn table(header: &[&str; 4], rows: &[[String; 4]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn opt(t: Option<DateTime<Utc>>) -> String {
     t.map(ago).unwrap_or_else(|| "never".to_owned())
 }
@@ -287,31 +315,35 @@ fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("No active blocks.");
         return Ok(());
     }
-    println!(
-        "{:<40} {:<34} {:<28} REASON / LINK",
-        "TARGET", "EXPIRES", "SOURCE"
-    );
+    // Column widths from the rows themselves: a long expiry ("in 89d23h59m59s") or claim must not shift the
+    // columns after it.
+    let mut rows: Vec<[String; 4]> = Vec::new();
     for b in &blocks {
         for (i, c) in b.claims.iter().enumerate() {
-            let target = if i == 0 { b.target.as_str() } else { "" };
-            let expires = if i == 0 {
-                ago(b.expires_at)
+            let (target, expires) = if i == 0 {
+                (b.target.to_string(), ago(b.expires_at))
             } else {
-                String::new()
+                (String::new(), String::new())
             };
             let mut why = c.reason.clone();
             if let Some(url) = &c.url {
                 why.push_str(&format!(" <{url}>"));
             }
-            println!(
-                "{target:<40} {expires:<34} {:<28} {why}",
-                short_claim(&c.claim)
-            );
+            rows.push([target, expires, short_claim(&c.claim), why]);
         }
         if b.claims.is_empty() {
-            println!("{:<40} {:<34}", b.target, ago(b.expires_at));
+            rows.push([
+                b.target.to_string(),
+                ago(b.expires_at),
+                String::new(),
+                String::new(),
+            ]);
         }
     }
+    print!(
+        "{}",
+        table(&["TARGET", "EXPIRES", "SOURCE", "REASON / LINK"], &rows)
+    );
     println!("{} active block(s).", blocks.len());
     Ok(())
 }
@@ -664,6 +696,48 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // First-hour defect 9: `list` misaligned its columns when the expiry was wider than 34 characters.
+    #[test]
+    fn list_columns_follow_the_widest_cell() {
+        let rows = [
+            [
+                "198.51.100.7".to_owned(),
+                "2026-12-01 08:09:33 UTC (in 89d23h59m59s)".to_owned(),
+                "manual".to_owned(),
+                "why".to_owned(),
+            ],
+            [
+                "2001:db8::/48".to_owned(),
+                "soon".to_owned(),
+                "sentinel-alert:abc".to_owned(),
+                "because <https://portal.azure.com/x>".to_owned(),
+            ],
+        ];
+        let text = table(&["TARGET", "EXPIRES", "SOURCE", "REASON / LINK"], &rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // Every column starts at the same character offset on every line.
+        for needle_per_line in [
+            ["EXPIRES", "2026-12-01", "soon"],
+            ["SOURCE", "manual", "sentinel-alert:abc"],
+            ["REASON", "why", "because"],
+        ] {
+            let offsets: Vec<usize> = lines
+                .iter()
+                .zip(needle_per_line)
+                .map(|(line, needle)| line.find(needle).unwrap())
+                .collect();
+            assert!(
+                offsets.iter().all(|o| *o == offsets[0]),
+                "{needle_per_line:?} at {offsets:?}:\n{text}"
+            );
+        }
+        assert_eq!(
+            lines[1].find("manual").unwrap(),
+            "2026-12-01 08:09:33 UTC (in 89d23h59m59s)".len() + "2001:db8::/48".len() + 4
+        );
+    }
 
     #[test]
     fn long_claims_are_shortened_for_tables() {
