@@ -348,8 +348,16 @@ fn list(config: &Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the state and the backend in this process when no daemon is running.
+/// Opens the state and the backend in this process when no daemon is running, saying so first: this creates
+/// the state database and installs the backend's table or chains on the host when they are missing.
 async fn direct(config: &Config) -> anyhow::Result<(StateLock, Arc<crate::apply::Engine>)> {
+    eprintln!(
+        "note: no agent answers on {}; doing this here: opening {} (created if missing) and setting up the {} \
+         firewall objects on this host if they are missing",
+        config.state.socket.display(),
+        config.state.path.display(),
+        config.firewall.backend.kind()
+    );
     let lock = StateLock::acquire(&config.state.path).map_err(|e| {
         anyhow!(
             "{e:#}; the agent seems to be running but its control socket {} did not answer",
@@ -401,6 +409,11 @@ async fn block(
     if let Some(value) = via_daemon(config, &request).await? {
         print_manual(&serde_json::from_value(value)?);
         return Ok(());
+    }
+    // A target the configured policy refuses changes nothing on the host (no state, no firewall objects).
+    let parsed = queue_message::Target::parse(&target)?;
+    if let Err(why) = config.policy.never_block.check(&parsed) {
+        bail!("{parsed} is never blocked here: {why}");
     }
     let (_lock, engine) = direct(config).await?;
     let result = control::manual_block(&engine, &target, duration, reason)

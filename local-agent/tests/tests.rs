@@ -36,3 +36,6 @@ mod contract_local;
 
 /// UniFi, OPNsense, MikroTik and pfSense against fake devices over HTTPS.
 mod appliances;
+
+/// The CLI without a running daemon, as a new user meets it: what changes the host and what does not.
+mod first_hour;
