@@ -20,8 +20,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIST_DIR="${DIST_DIR:-$ROOT/dist}"
 TARGETS="${CROSS_TARGETS:-aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf}"
 AZURITE="$ROOT/.tools/node_modules/.bin/azurite-queue"
-# The storage API version Azurite accepts (the handler's AZURITE_API_VERSION).
-API_VERSION="$(sed -n 's/^pub const AZURITE_API_VERSION: &str = "\(.*\)";/\1/p' "$ROOT/src/service.rs")"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'test-cross: FAIL: %s\n' "$*" >&2; exit 1; }
@@ -98,7 +96,6 @@ smoke_config() {
     key="$(head -c 32 /dev/urandom | base64)"
     sed -e "s|^connection = .*|connection = \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1;\"\\
 create_queues = true\\
-api_version = \"$API_VERSION\"\\
 signing_key = \"$key\"|" \
         -e "s|^path = \"/var/lib/portcullis/state.db\"|path = \"$state/state.db\"|" \
         -e "s|^backend = \"nftables\".*|backend = \"dry-run\"|" \

@@ -311,9 +311,12 @@ impl Connection {
                 queue_message::QueueConnection::managed_identity(service_uri, client_id.as_deref())?
             }
         };
-        Ok(match api_version {
-            Some(v) => connection.with_api_version(v),
-            None => connection,
+        // Like the handler: a loopback endpoint is Azurite, which refuses the SDK's newer default version.
+        let loopback = queue_message::is_loopback(connection.service_url());
+        Ok(match (api_version, loopback) {
+            (Some(v), _) => connection.with_api_version(v),
+            (None, true) => connection.with_api_version(queue_message::AZURITE_API_VERSION),
+            (None, false) => connection,
         })
     }
 }
@@ -921,6 +924,25 @@ mod tests {
             Connection::ClientSecret { .. }
         ));
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    // First-hour defect 2: `check` against the Azurite that `make tools` installs failed, because the agent sent
+    // the SDK's API version, which Azurite refuses; the handler already sent an accepted one to loopback.
+    #[test]
+    fn loopback_endpoints_get_the_version_azurite_accepts() {
+        let local = Connection::Text("UseDevelopmentStorage=true".to_owned());
+        assert_eq!(
+            local.connect(None).unwrap().api_version(),
+            Some(queue_message::AZURITE_API_VERSION)
+        );
+        assert_eq!(
+            local.connect(Some("2024-08-04")).unwrap().api_version(),
+            Some("2024-08-04")
+        );
+        let azure = Connection::Text(
+            "https://acct.queue.core.windows.net/q?sv=2024-11-04&sp=rp&sig=x".to_owned(),
+        );
+        assert_eq!(azure.connect(None).unwrap().api_version(), None);
     }
 
     #[test]

@@ -372,6 +372,11 @@ impl QueueConnection {
         self
     }
 
+    /// The `x-ms-version` set by [`Self::with_api_version`], if any.
+    pub fn api_version(&self) -> Option<&str> {
+        self.api_version.as_deref()
+    }
+
     /// Bounds the SDK's retries of every operation: at most `max_retries` retries (exponential back-off
     /// from 200 ms, at most 2 s apart), none started later than `max_total` after the first attempt. The
     /// SDK's default (8 retries within a minute, up to 30 s apart) makes a dead queue take well over a
