@@ -630,6 +630,12 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
         Ok(q) => q,
         Err(e) => return c.fail("queue", format!("{e:#}")),
     };
+    if let Ok(connection) = config.queue.connection.connect(None) {
+        if let Err(why) = probe(connection.service_url()).await {
+            return c.fail("queue", why);
+        }
+    }
+    let create = config.queue.create_queues;
     match tokio::time::timeout(Duration::from_secs(30), queue.peek(1)).await {
         Ok(Ok(messages)) => c.ok(
             "queue",
@@ -638,6 +644,10 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
                 queue.name(),
                 messages.len()
             ),
+        ),
+        Ok(Err(queue_message::QueueError::NotFound(name))) if create => c.warn(
+            "queue",
+            format!("queue `{name}` does not exist yet; `run` creates it (create_queues = true)"),
         ),
         Ok(Err(queue_message::QueueError::NotFound(name))) => {
             return c.fail(
@@ -662,6 +672,10 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
     .await
     {
         Ok(Ok(())) => c.ok("poison queue", format!("{} accepts messages", poison.name())),
+        Ok(Err(queue_message::QueueError::NotFound(name))) if create => c.warn(
+            "poison queue",
+            format!("queue `{name}` does not exist yet; `run` creates it (create_queues = true)"),
+        ),
         Ok(Err(queue_message::QueueError::NotFound(name))) => {
             return c.fail("poison queue", format!("queue `{name}` does not exist"))
         }
@@ -703,6 +717,48 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
             c.passed, c.warnings
         );
         ExitCode::SUCCESS
+    }
+}
+
+/// Whether anything accepts TCP connections where the queue service is, so a refused or unresolvable endpoint is
+/// reported at once instead of after the SDK's retries and a 30 s timeout. Skipped behind a proxy
+/// (`HTTPS_PROXY`/`HTTP_PROXY`), where only the proxy is reached directly.
+async fn probe(url: &url::Url) -> Result<(), String> {
+    let proxied = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    if proxied {
+        return Ok(());
+    }
+    let addr = format!("{host}:{port}");
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(if queue_message::is_loopback(url) {
+                format!("connection refused at {addr} — is Azurite running? (`make tools` installs it, `make demo` starts one)")
+            } else {
+                format!("connection refused at {addr} — nothing listens there; check the queue endpoint")
+            })
+        }
+        Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e} (DNS or network?)")),
+        Err(_) => Err(format!(
+            "no TCP answer from {addr} within 5 s (a firewall dropping the traffic, or no route?)"
+        )),
     }
 }
 
