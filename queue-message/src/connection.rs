@@ -79,10 +79,46 @@ impl QueueError {
                 Self::StaleReceipt(text)
             }
             Some(StatusCode::NotFound) => Self::NotFound(queue.to_owned()),
-            Some(StatusCode::Unauthorized) | Some(StatusCode::Forbidden) => Self::Denied(text),
-            _ => Self::Unavailable(text),
+            Some(StatusCode::Unauthorized) | Some(StatusCode::Forbidden) => {
+                Self::Denied(readable(err))
+            }
+            _ => Self::Unavailable(readable(err)),
         }
     }
+}
+
+/// One readable line for an SDK error: the HTTP status and the service's error code, or the chain of causes of a
+/// transport error ("… : Connection refused (os error 111)"). The SDK's `Debug` output, which this replaces in
+/// messages, spans many lines, embeds the raw response and, with `RUST_BACKTRACE=1`, a backtrace.
+fn readable(err: &azure_core::Error) -> String {
+    let line = match err.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            let code = error_code
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            format!(
+                "HTTP {} {}{code}",
+                u16::from(*status),
+                status.canonical_reason()
+            )
+        }
+        _ => {
+            let mut parts: Vec<String> = vec![err.to_string()];
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !parts.iter().any(|p| p.contains(&text)) {
+                    parts.push(text);
+                }
+                source = cause.source();
+            }
+            parts.join(": ")
+        }
+    };
+    redact(&line.replace(['\n', '\r'], " "))
 }
 
 enum Auth {
@@ -806,6 +842,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("https"));
+    }
+
+    // First-hour defect 2: errors were the SDK's multi-line Debug dump.
+    #[test]
+    fn sdk_errors_read_as_one_line_with_the_cause() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let err = azure_core::Error::with_error(
+            azure_core::error::ErrorKind::Io,
+            refused,
+            "error sending request",
+        );
+        let e = QueueError::from_azure(&err, "q");
+        assert_eq!(
+            e.to_string(),
+            "queue service unavailable: error sending request: Connection refused (os error 111)"
+        );
+        let err = azure_core::Error::new(
+            azure_core::error::ErrorKind::HttpResponse {
+                status: StatusCode::Forbidden,
+                error_code: Some("AuthenticationFailed".to_owned()),
+                raw_response: None,
+            },
+            "Server failed to authenticate the request.\nRequestId:1",
+        );
+        assert_eq!(
+            QueueError::from_azure(&err, "q").to_string(),
+            "queue access denied: HTTP 403 Forbidden (AuthenticationFailed)"
+        );
     }
 
     #[test]
