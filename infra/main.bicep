@@ -163,6 +163,12 @@ param maxBodyBytes string = ''
 @description('PORTCULLIS_IP_DIMENSIONS: Azure Monitor dimension names that carry IPs (e.g. [\'SourceIP\']). Empty = any dimension whose value parses as an IP.')
 param ipDimensions array = []
 
+@description('PORTCULLIS_RULE_IDS: analytics rule ids (GUIDs or resource ids) whose alerts may block when an incident carries alerts (Defender-portal correlation merges other alerts into incidents). Empty = every alert counts; see also sentinelWorkspaceId.')
+param ruleIds array = []
+
+@description('Resource id of the Sentinel workspace that sentinel.bicep deploys into. When set, the id of the Portcullis analytics rule (the same guid() sentinel.bicep names it with) is added to PORTCULLIS_RULE_IDS, so main.bicep can run first.')
+param sentinelWorkspaceId string = ''
+
 @description('PORTCULLIS_LOG_FORMAT: text or json.')
 @allowed([
   'text'
@@ -674,6 +680,11 @@ var handlerSettings = [
   {
     name: 'PORTCULLIS_IP_DIMENSIONS'
     value: join(ipDimensions, ',')
+  }
+  {
+    // Keep the guid() seed in step with the analytics rule's name in sentinel.bicep.
+    name: 'PORTCULLIS_RULE_IDS'
+    value: join(union(ruleIds, empty(sentinelWorkspaceId) ? [] : [guid(sentinelWorkspaceId, 'portcullis-ti-ip-match')]), ',')
   }
   {
     name: 'PORTCULLIS_LOG_FORMAT'

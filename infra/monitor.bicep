@@ -43,7 +43,7 @@ param firewallTable string = 'CommonSecurityLog'
 @description('Column with the remote (attacking) IP; becomes the alert dimension.')
 param sourceIpColumn string = 'SourceIP'
 
-@description('Use the legacy ThreatIntelligenceIndicator table instead of ThreatIntelIndicators.')
+@description('Use the legacy ThreatIntelligenceIndicator table instead of ThreatIntelIndicators (its ingestion ended on 31 August 2025 and the table is retired on 31 May 2026).')
 param useLegacyThreatIntelTable bool = false
 
 @description('How often the alert runs; also how far back it reads firewall logs.')
@@ -126,7 +126,8 @@ module actionGroup 'modules/alerts-action-group.bicep' = {
   }
 }
 
-resource logAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+// The GA api-version (issue 9 item 18); the 2023-03-15-preview one adds nothing the rule uses.
+resource logAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'portcullis-ti-ip-match'
   location: location
   tags: tags

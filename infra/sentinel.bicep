@@ -11,6 +11,12 @@
 //   3. two automation rules: incident created by the rule -> run the playbook (block), and
 //      incident from the rule changed to Closed -> run it again (the handler unblocks on
 //      FalsePositive / BenignPositive closures and ignores the others).
+//
+// First deployment: Sentinel validates an automation rule's RunPlaybook action against the
+// Automation Contributor grant made in this same deployment, and a new role assignment can take
+// minutes to propagate, so the automation rules may fail once ("does not have permissions" on the
+// playbook). Wait a few minutes and run the same az deployment group create command again: every
+// resource here is idempotent (see infra/README.md, step 6).
 
 @description('Name of the Log Analytics workspace with Microsoft Sentinel enabled, in this resource group.')
 param workspaceName string
@@ -42,7 +48,7 @@ param firewallTable string = 'CommonSecurityLog'
 @description('Column of firewallTable with the remote (attacking) IP; mapped to the IP entity.')
 param sourceIpColumn string = 'SourceIP'
 
-@description('Use the legacy ThreatIntelligenceIndicator table instead of ThreatIntelIndicators.')
+@description('Use the legacy ThreatIntelligenceIndicator table instead of ThreatIntelIndicators (its ingestion ended on 31 August 2025 and the table is retired on 31 May 2026).')
 param useLegacyThreatIntelTable bool = false
 
 @description('How often the rule runs, in hours; also how far back it reads firewall logs.')
@@ -86,7 +92,6 @@ var alertsRoute = 'alerts'
 
 var roles = {
   microsoftSentinelAutomationContributor: 'f4c81013-99ee-4d62-a7ee-b3f1f648599a'
-  microsoftSentinelReader: '8d289c81-5878-46d4-8554-54e1e3d8b5cb'
 }
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
@@ -160,7 +165,9 @@ resource analyticsRule 'Microsoft.SecurityInsights/alertRules@2024-09-01' = {
     })
     alertDetailsOverride: {
       alertDisplayNameFormat: 'Portcullis: threat-intel IP {{${sourceIpColumn}}}'
-      alertDescriptionFormat: 'Indicator {{IndicatorId}} ({{ThreatType}}, confidence {{Confidence}}) valid until {{ValidUntil}}.'
+      // Sentinel allows at most 3 {{column}} placeholders per format field; a 4th fails the whole
+      // deployment (issue 9 item 15). The confidence stays in the alert's columns.
+      alertDescriptionFormat: 'Indicator {{IndicatorId}} ({{ThreatType}}) valid until {{ValidUntil}}.'
     }
     incidentConfiguration: {
       createIncident: true
@@ -194,16 +201,10 @@ module forwarder 'modules/forwarder-playbook.bicep' = {
   }
 }
 
-// The incident trigger needs no Sentinel role; Reader lets the connection see the workspace.
-resource playbookSentinelReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: workspace
-  name: guid(workspace.id, playbookName, roles.microsoftSentinelReader)
-  properties: {
-    principalId: forwarder.outputs.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.microsoftSentinelReader)
-  }
-}
+// No role for the playbook's own identity: it only has the incident trigger and an HTTP action, and
+// the trigger needs no Sentinel role (only actions that call Sentinel, such as adding a comment, would).
+// It used to get Microsoft Sentinel Reader on the workspace, which granted read access to every
+// incident for nothing (issue 9 item 18).
 
 // Sentinel runs playbooks as its own service principal; it needs this role on the playbook's group.
 resource sentinelRunsPlaybooks 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(sentinelAutomationPrincipalId)) {

@@ -21,11 +21,12 @@ use axum::http::{header, HeaderMap, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, Reply};
-use crate::service::{body_bytes, process, AppState, Function};
+use crate::service::{process, AppState, Function};
 
 /// The header the host puts on every call.
 pub const INVOCATION_ID: &str = "x-azure-functions-invocationid";
@@ -143,27 +144,72 @@ async fn ready() -> Json<Value> {
     Json(json!({"status": "ready"}))
 }
 
-/// Reads a body up to `limit` bytes; longer bodies are a 413, read failures a 400.
+/// How much of a refused body is still read (and thrown away) before the 413 is sent.
+///
+/// A client that writes its whole body before reading the answer (Python `urllib`, many proxies) gets a
+/// connection reset instead of the 413 when the server closes a socket with unread data in it (the
+/// kernel answers the unread bytes with RST, which discards the queued answer). So a refused body is
+/// drained first, up to this many bytes and [`DRAIN_TIME`], without keeping any of it (issue 9 item 12).
+/// Bigger or slower bodies are answered once a bound is reached and the connection is closed; such a
+/// client may then see a reset, which is the price of not reading without end.
+pub const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The longest time spent draining one refused body (see [`DRAIN_BYTES`]).
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a body up to `limit` bytes; longer bodies are a 413 (after draining, see [`DRAIN_BYTES`]), read
+/// failures a 400.
 async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let too_large = ApiError::PayloadTooLarge { limit };
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        let too_long =
-            std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
-                e.source()
-            })
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
-        if too_long {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::BadEnvelope(format!("the request body could not be read: {err}"))
+        // A client waiting for `100 Continue` has sent nothing yet: answer at once, nothing to drain.
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits {
+            drain(body).await;
         }
-    })
+        return Err(too_large);
+    }
+    let mut body = body;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            ApiError::BadEnvelope(format!("the request body could not be read: {err}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len().saturating_add(data.len()) > limit {
+                drain(body).await;
+                return Err(too_large);
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Reads and discards the rest of `body`, up to [`DRAIN_BYTES`] and [`DRAIN_TIME`]; read errors end it.
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt as _;
+
+    let discard = async {
+        let mut seen: u64 = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len() as u64);
+                if seen > DRAIN_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
@@ -240,44 +286,151 @@ fn host_response(reply: &Reply, summary: &str) -> Response {
 }
 
 /// The caller's content type and body from an invocation envelope.
+///
+/// The envelope is walked without building it (issue 9 item 11: parsing it into a `Value` first cost
+/// ten times its size): each level keeps only the entry it needs as a [`RawValue`] borrowed from `bytes`,
+/// skipping the rest, and `Body` is taken as its raw text (a JSON string is unescaped once; anything else
+/// is passed on as the JSON text it is). Memory is the envelope plus one copy of the body.
 fn unwrap_invocation(bytes: &[u8]) -> Result<(Option<String>, Vec<u8>), ApiError> {
     let bad = |why: &str| ApiError::BadEnvelope(why.to_owned());
-    let envelope: Value = serde_json::from_slice(bytes)
+    let text = std::str::from_utf8(bytes)
         .map_err(|e| ApiError::BadEnvelope(format!("the invocation is not JSON: {e}")))?;
-    let data = field(&envelope, "Data")
-        .and_then(Value::as_object)
+    let not_json =
+        |e: serde_json::Error| ApiError::BadEnvelope(format!("the invocation is not JSON: {e}"));
+    let data = entry_ci(text, "Data")
+        .map_err(not_json)?
+        .filter(|raw| raw.get().starts_with('{'))
         .ok_or_else(|| bad("expected {\"Data\": {\"req\": {…}}, \"Metadata\": {…}}"))?;
-    let request = data
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("req"))
-        .map(|(_, v)| v)
-        .or_else(|| {
-            // Another binding name: the first input that looks like an HTTP request.
-            data.values().find(|v| field(v, "Method").is_some())
-        })
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("the invocation has no HTTP request in `Data`"))?;
-    let content_type = get_ci(request, "Headers")
-        .and_then(Value::as_object)
-        .and_then(|h| get_ci(h, "Content-Type"))
-        .and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(items) => items.first().and_then(Value::as_str).map(str::to_owned),
-            _ => None,
-        });
-    Ok((content_type, body_bytes(get_ci(request, "Body"))))
+    let request = match entry_ci(data.get(), "req").map_err(not_json)? {
+        Some(request) => Some(request),
+        // Another binding name: the first input that looks like an HTTP request.
+        None => {
+            let mut found = None;
+            for_each_entry(data.get(), |_, value| {
+                if found.is_none()
+                    && value.get().starts_with('{')
+                    && entry_ci(value.get(), "Method").is_ok_and(|m| m.is_some())
+                {
+                    found = Some(value);
+                }
+            })
+            .map_err(not_json)?;
+            found
+        }
+    }
+    .filter(|raw| raw.get().starts_with('{'))
+    .ok_or_else(|| bad("the invocation has no HTTP request in `Data`"))?;
+    let content_type = entry_ci(request.get(), "Headers")
+        .map_err(not_json)?
+        .and_then(|headers| entry_ci(headers.get(), "Content-Type").ok().flatten())
+        .and_then(header_text);
+    let body = match entry_ci(request.get(), "Body").map_err(not_json)? {
+        None => Vec::new(),
+        Some(raw) => match raw.get() {
+            "null" => Vec::new(),
+            quoted if quoted.starts_with('"') => serde_json::from_str::<String>(quoted)
+                .map_err(not_json)?
+                .into_bytes(),
+            other => other.as_bytes().to_vec(),
+        },
+    };
+    Ok((content_type, body))
 }
 
-fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
-    value.as_object().and_then(|m| get_ci(m, key))
+/// A header value: a string, or the first string of an array (the host's two spellings). Header values
+/// are short; anything longer than 4 KiB is not a content type we would accept anyway.
+fn header_text(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    if text.len() > 4096 {
+        return None;
+    }
+    match serde_json::from_str::<Value>(text).ok()? {
+        Value::String(s) => Some(s),
+        Value::Array(items) => items.first().and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
 }
 
-fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+/// The value of `key` in the JSON object `text`, matching the key case-insensitively (an exact match
+/// wins); `None` when `text` is not an object or has no such key. Other values are skipped unbuilt.
+fn entry_ci<'a>(text: &'a str, key: &str) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    let (mut exact, mut folded) = (None, None);
+    for_each_entry(text, |k, value| {
+        if k == key {
+            exact = exact.or(Some(value));
+        } else if folded.is_none() && k.eq_ignore_ascii_case(key) {
+            folded = Some(value);
+        }
+    })?;
+    Ok(exact.or(folded))
+}
+
+/// Calls `f` with every key and raw value of the JSON object `text`, in document order; a JSON value
+/// that is not an object calls nothing. Fails only when `text` is not JSON.
+fn for_each_entry<'a>(
+    text: &'a str,
+    f: impl FnMut(&str, &'a RawValue),
+) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(EachEntry(f), &mut deserializer)?;
+    deserializer.end()
+}
+
+/// The visitor behind [`for_each_entry`]: hand-written because serde derives need fixed, case-sensitive
+/// key names, and a map type would keep every entry of a hostile envelope.
+struct EachEntry<F>(F);
+
+impl<'de, F: FnMut(&str, &'de RawValue)> serde::de::DeserializeSeed<'de> for EachEntry<F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(&str, &'de RawValue)> serde::de::Visitor<'de> for EachEntry<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let value: &'de RawValue = map.next_value()?;
+            (self.0)(&key, value);
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

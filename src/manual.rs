@@ -103,6 +103,8 @@ pub fn parse(body: &[u8]) -> Result<Alert, ManualError> {
                 origin: "targets",
             })
             .collect(),
+        // The manual API names its targets directly; the plan bounds them (PORTCULLIS_MAX_TARGETS).
+        capped: false,
     })
 }
 

@@ -188,10 +188,11 @@ impl Policy {
             no_action: None,
         };
         // Unparseable texts count too: each one is echoed in the answer, so they must be bounded as well.
+        // A capped extraction stopped counting: the payload names more texts than any allowed request.
         let distinct = plan.outcomes.len();
-        if distinct > self.max_targets {
+        if distinct > self.max_targets || alert.capped {
             return Err(TooManyTargets {
-                found: distinct,
+                found: distinct.max(self.max_targets.saturating_add(1)),
                 max: self.max_targets,
             });
         }
@@ -348,6 +349,7 @@ mod tests {
                     origin: "test",
                 })
                 .collect(),
+            capped: false,
         }
     }
 
@@ -595,5 +597,20 @@ mod tests {
             ..policy()
         };
         assert!(p.plan(&alert(Intent::Block, &refs), now()).is_ok());
+    }
+
+    /// Issue 9 item 10: an extraction that stopped at its cap is refused even though it handed over
+    /// fewer than `max_targets` distinct texts.
+    #[test]
+    fn a_capped_extraction_is_refused() {
+        let mut capped = alert(Intent::Block, &["23.97.60.1"]);
+        capped.capped = true;
+        assert_eq!(
+            policy().plan(&capped, now()),
+            Err(TooManyTargets {
+                found: 1001,
+                max: 1000
+            })
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use queue_message::{BlockMessage, QueueConnection, SigningKey};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::alert::{self, Alert, ExtractConfig, ParseError};
@@ -110,6 +110,8 @@ impl AppState {
             },
             extract: ExtractConfig {
                 ip_dimensions: settings.ip_dimensions.clone(),
+                rule_ids: settings.rule_ids.clone(),
+                ..ExtractConfig::for_max_targets(settings.max_targets)
             },
             signing_key: settings.signing_key.clone(),
             queues: Arc::clone(&queues) as Arc<dyn Enqueue>,
@@ -124,16 +126,11 @@ impl AppState {
 /// ([`QUEUE_MAX_RETRIES`], [`QUEUE_RETRY_WINDOW`]), and an account SAS derived from an account key grants
 /// only what the handler does: add messages, and create queues when `create_queues` is set.
 pub fn connect(access: &QueueAccess, create_queues: bool) -> Result<Arc<QueueConnection>, String> {
-    let connection = match access {
-        QueueAccess::ConnectionString(text) => {
-            QueueConnection::parse(text).map_err(|e| format!("PORTCULLIS_QUEUE: {e}"))?
-        }
-        QueueAccess::ManagedIdentity {
-            service_uri,
-            client_id,
-        } => QueueConnection::managed_identity(service_uri, client_id.as_deref())
-            .map_err(|e| format!("PORTCULLIS_QUEUE__queueServiceUri: {e}"))?,
+    let setting = match access {
+        QueueAccess::ConnectionText(_) => "PORTCULLIS_QUEUE",
+        _ => "PORTCULLIS_QUEUE__queueServiceUri",
     };
+    let connection = access.connect().map_err(|e| format!("{setting}: {e}"))?;
     let loopback = queue_message::is_loopback(connection.service_url());
     let connection = connection
         .with_retry(QUEUE_MAX_RETRIES, QUEUE_RETRY_WINDOW)
@@ -312,22 +309,13 @@ fn respond(state: &AppState, alert: &Alert, plan: &Plan, message_ids: &[Uuid]) -
     }
 }
 
-/// A JSON value's text as request body bytes (the Data/Metadata `Body` may be a string or parsed JSON).
-pub fn body_bytes(body: Option<&Value>) -> Vec<u8> {
-    match body {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) => text.clone().into_bytes(),
-        Some(other) => serde_json::to_vec(other).unwrap_or_default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_queue_connection_retries_briefly() {
-        let access = QueueAccess::ConnectionString("UseDevelopmentStorage=true".to_owned());
+        let access = QueueAccess::ConnectionText("UseDevelopmentStorage=true".to_owned());
         for create in [false, true] {
             let connection = connect(&access, create).unwrap();
             assert_eq!(

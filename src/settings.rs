@@ -5,12 +5,12 @@
 //! sees a raw string. Secrets (the signing key, connection strings) never appear in errors or `Debug`.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::Mutex;
 
 use chrono::Duration;
 use ipnet::IpNet;
 use queue_message::{parse_duration, SigningKey};
+pub use queue_message::{valid_queue_name, LogFormat, QueueAccess};
 use serde::Serialize;
 
 use crate::plan::TtlTable;
@@ -82,50 +82,13 @@ pub const SETTINGS: &[Setting] = &[
         "Largest request body accepted (413 above)."),
     setting("PORTCULLIS_IP_DIMENSIONS", false, Some(""),
         "Comma-separated Azure Monitor dimension names whose values are targets; empty = any dimension whose value parses as an IP address or network."),
+    setting("PORTCULLIS_RULE_IDS", false, Some(""),
+        "Comma-separated analytics rule ids (GUIDs or `…/alertRules/<guid>` resource ids) whose alerts may block. When an incident carries alerts, only the entities of alerts from these rules are blocked (Defender-portal correlation merges other alerts into incidents); empty = every alert counts. Incidents without alerts are not affected."),
     setting("PORTCULLIS_LOG_FORMAT", false, Some("text"),
         "`text` or `json` (one JSON object per line)."),
     setting("RUST_LOG", false, Some("portcullis=info,queue_message=info"),
         "Log filter (tracing EnvFilter syntax)."),
 ];
-
-/// How the queues are reached.
-#[derive(Clone, PartialEq, Eq)]
-pub enum QueueAccess {
-    /// A connection string or SAS URL (secret).
-    ConnectionString(String),
-    /// Managed identity on a queue service URI.
-    ManagedIdentity {
-        /// `https://<account>.queue.core.windows.net`.
-        service_uri: String,
-        /// User-assigned identity client id.
-        client_id: Option<String>,
-    },
-}
-
-impl fmt::Debug for QueueAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
-            Self::ManagedIdentity {
-                service_uri,
-                client_id,
-            } => f
-                .debug_struct("ManagedIdentity")
-                .field("service_uri", service_uri)
-                .field("client_id", client_id)
-                .finish(),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -158,6 +121,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `PORTCULLIS_IP_DIMENSIONS`, lower case.
     pub ip_dimensions: Vec<String>,
+    /// `PORTCULLIS_RULE_IDS`, as lower-case GUIDs.
+    pub rule_ids: Vec<String>,
     /// `PORTCULLIS_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -239,19 +204,6 @@ impl Reader<'_> {
     }
 }
 
-/// Azure queue names: 3-63 characters, lower-case letters, digits and single hyphens, starting and ending
-/// with a letter or digit.
-pub fn valid_queue_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (3..=63).contains(&bytes.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-        && !name.contains("--")
-}
-
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -309,7 +261,7 @@ impl Settings {
                         "PORTCULLIS_QUEUE__clientId only applies with PORTCULLIS_QUEUE__queueServiceUri".to_owned(),
                     );
                 }
-                Some(QueueAccess::ConnectionString(text.trim().to_owned()))
+                Some(QueueAccess::ConnectionText(text.trim().to_owned()))
             }
             (None, Some(uri)) => Some(QueueAccess::ManagedIdentity {
                 service_uri: uri.trim().to_owned(),
@@ -396,13 +348,22 @@ impl Settings {
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
+        let mut rule_ids = Vec::new();
+        for text in r.raw("PORTCULLIS_RULE_IDS").unwrap_or_default().split(',') {
+            if text.trim().is_empty() {
+                continue;
+            }
+            match crate::alert::incident::normalise_rule_id(text) {
+                Some(id) => rule_ids.push(id),
+                None => r.problems.push(format!(
+                    "PORTCULLIS_RULE_IDS: `{}` is neither a rule GUID nor a `…/alertRules/<guid>` resource id",
+                    crate::alert::clip(text.trim(), 200)
+                )),
+            }
+        }
         let log_format = r
             .parse("PORTCULLIS_LOG_FORMAT", "`text` or `json`", |v| {
-                match v.to_ascii_lowercase().as_str() {
-                    "text" => Some(LogFormat::Text),
-                    "json" => Some(LogFormat::Json),
-                    _ => None,
-                }
+                v.parse::<LogFormat>().ok()
             })
             .unwrap_or(LogFormat::Text);
         let log_filter = r.raw("RUST_LOG").unwrap_or_default();
@@ -424,6 +385,7 @@ impl Settings {
                 ttl,
                 max_body_bytes,
                 ip_dimensions,
+                rule_ids,
                 log_format,
                 log_filter,
             }),
@@ -451,6 +413,21 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Settings::from_lookup(&move |name| map.get(name).cloned())
+    }
+
+    /// The key the handler reads from its setting signs the shared known answer byte for byte.
+    #[test]
+    fn the_configured_key_signs_the_known_answer() {
+        let s = with(&[
+            (
+                "PORTCULLIS_SIGNING_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+        ])
+        .unwrap();
+        let text = queue_message::golden::message().encode(&s.signing_key);
+        assert_eq!(text, queue_message::golden::TEXT);
     }
 
     #[test]
@@ -553,5 +530,32 @@ mod tests {
         for bad in ["ab", "Site", "a--b", "-ab", "ab-", "a_b", &"a".repeat(64)] {
             assert!(!valid_queue_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn rule_ids_are_guids_or_rule_resource_ids() {
+        let s = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            (
+                "PORTCULLIS_RULE_IDS",
+                " 2F1E9C4A-8B0D-4F3E-9A57-1C2D3E4F5A6B ,, /subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w/providers/Microsoft.SecurityInsights/alertRules/0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.rule_ids,
+            [
+                "2f1e9c4a-8b0d-4f3e-9a57-1c2d3e4f5a6b",
+                "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+            ]
+        );
+        let err = with(&[
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            ("PORTCULLIS_RULE_IDS", "Portcullis TI rule"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("PORTCULLIS_RULE_IDS"), "{err}");
     }
 }

@@ -5,6 +5,8 @@
 //!   read back from the queues and verified.
 //! - `failures`: start-up errors, 413/415/400/422 through the binary, 503 + Retry-After when the queue
 //!   cannot be written, secrets never logged.
+//! - `limits`: input limits through the binary (issue 9 items 11 and 12): a 413 that a client writing its
+//!   whole body first can read, and the memory a huge invocation envelope costs.
 //! - `managed_identity`: Azurite over HTTPS with OAuth and a local identity endpoint (no Azure needed).
 //! - `properties`: property tests of extraction and policy (no special-purpose or allowlisted address is
 //!   ever queued; random and mutated JSON never panics).
@@ -12,6 +14,7 @@
 
 mod failures;
 mod host;
+mod limits;
 mod managed_identity;
 mod properties;
 mod util;

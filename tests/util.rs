@@ -84,6 +84,16 @@ impl Handler {
         Self::start(&env)
     }
 
+    /// Peak resident memory of the handler process so far (`VmHWM`), in KiB.
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
     pub(crate) fn logs(&self) -> String {
         let mut text = String::new();
         let _ = self.log.reopen().unwrap().read_to_string(&mut text);

@@ -19,7 +19,7 @@ param firewallTable string = 'CommonSecurityLog'
 @description('Column of firewallTable that holds the remote (attacking) IP address.')
 param sourceIpColumn string = 'SourceIP'
 
-@description('true = read the legacy ThreatIntelligenceIndicator table (no new data since July 2025); false = ThreatIntelIndicators.')
+@description('true = read the legacy ThreatIntelligenceIndicator table (ingestion ended 31 August 2025; the table is retired on 31 May 2026); false = ThreatIntelIndicators.')
 param useLegacyThreatIntelTable bool = false
 
 @description('How far back to look for indicators (KQL timespan literal, e.g. 14d).')

@@ -41,6 +41,8 @@ ALL_KNOBS = {
     "maxTtl": "P60D",
     "maxBodyBytes": "1048576",
     "ipDimensions": ["SourceIP"],
+    "ruleIds": ["2f1e9c4a-8b0d-4f3e-9a57-1c2d3e4f5a6b"],
+    "sentinelWorkspaceId": "/subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w",
     "logFormat": "text",
     "rustLog": "debug",
 }
@@ -184,3 +186,19 @@ def test_lab_ranges_are_described_as_a_carve_out(parsed, infra_dir):
     assert "203.0.113.10" in section
     assert "labRanges=\"['203.0.113.0/24']\"" in section
     assert "log but not" not in section
+
+
+def test_rule_ids_include_the_portcullis_rule(parsed, infra_dir):
+    """Issue 9 item 17: PORTCULLIS_RULE_IDS gets the Portcullis analytics rule's id when the Sentinel
+    workspace is known, computed with the same guid() seed sentinel.bicep names the rule with."""
+    workspace = "/subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w"
+    rendered = _rendered_settings(parsed, sentinelWorkspaceId=workspace, ruleIds=["0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"])
+    ids = rendered["PORTCULLIS_RULE_IDS"].split(",")
+    assert len(ids) == 2 and ids[0] == "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ids
+    sentinel = (infra_dir / "sentinel.bicep").read_text(encoding="utf-8")
+    seed = re.search(r"resource analyticsRule .*?\n  name: guid\(workspace\.id, '([^']+)'\)", sentinel, re.S)
+    assert seed, "sentinel.bicep: the analytics rule is no longer named guid(workspace.id, '<seed>')"
+    main = (infra_dir / "main.bicep").read_text(encoding="utf-8")
+    assert f"guid(sentinelWorkspaceId, '{seed.group(1)}')" in main
+    # Without either parameter the setting is left out, so every alert counts.
+    assert "PORTCULLIS_RULE_IDS" not in _rendered_settings(parsed)

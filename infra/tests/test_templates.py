@@ -22,7 +22,6 @@ ROLE_GUIDS = {
     "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "microsoftSentinelAutomationContributor": "f4c81013-99ee-4d62-a7ee-b3f1f648599a",
-    "microsoftSentinelReader": "8d289c81-5878-46d4-8554-54e1e3d8b5cb",
 }
 
 TEMPLATES = ["main.bicep", "sentinel.bicep", "monitor.bicep"]
@@ -316,6 +315,50 @@ def test_analytics_rule_creates_incidents(parsed):
     assert props["incidentConfiguration"]["createIncident"] is True
     assert props["eventGroupingSettings"]["aggregationKind"] == "AlertPerResult"
     assert "{{SourceIP}}" in props["alertDetailsOverride"]["alertDisplayNameFormat"]
+
+
+@pytest.mark.parametrize("params", RULE_VARIANTS)
+def test_alert_details_overrides_have_at_most_three_placeholders(parsed, bicep_files, infra_dir, params):
+    """Issue 9 item 15: Sentinel accepts at most 3 {{column}} placeholders in each alertDetailsOverride
+    format; the description had 4 and the whole sentinel.bicep deployment failed. Every placeholder must
+    also name a column the query projects."""
+    query, props = _rendered_rule(parsed, params)
+    columns = kql_projected_columns(query)
+    overrides = props["alertDetailsOverride"]
+    assert overrides, "the rule has no alertDetailsOverride"
+    for field, text in overrides.items():
+        if not isinstance(text, str):
+            continue
+        placeholders = re.findall(r"\{\{([^{}]*)\}\}", text)
+        assert len(placeholders) <= 3, f"{field} has {len(placeholders)} placeholders: {text}"
+        for column in placeholders:
+            assert column in columns, (field, column, columns)
+    # No other template may carry an override this test does not see.
+    for path in bicep_files:
+        if path.name != "sentinel.bicep":
+            assert "alertDetailsOverride" not in path.read_text(encoding="utf-8"), path
+
+
+def test_monitor_uses_the_ga_scheduled_query_rules_api(parsed):
+    """Issue 9 item 18: the log search alert used the 2023-03-15-preview api-version."""
+    resource = parsed("monitor.bicep")["resources"]["logAlert"]
+    assert (resource["type"], resource["api_version"]) == ("Microsoft.Insights/scheduledQueryRules", "2023-12-01")
+
+
+def test_playbook_identity_gets_no_sentinel_role(infra_dir):
+    """Issue 9 item 18: a trigger-only playbook needs no Sentinel role; the Reader grant is gone."""
+    sentinel = (infra_dir / "sentinel.bicep").read_text(encoding="utf-8")
+    assert "forwarder.outputs.principalId" not in sentinel
+    assert "8d289c81-5878-46d4-8554-54e1e3d8b5cb" not in sentinel
+
+
+def test_legacy_ti_table_dates(bicep_files, infra_dir):
+    """Issue 9 item 18: the legacy table's ingestion ended on 31 August 2025, retirement 31 May 2026."""
+    texts = [p.read_text(encoding="utf-8") for p in bicep_files]
+    texts.append((infra_dir / "README.md").read_text(encoding="utf-8"))
+    joined = "\n".join(texts)
+    assert "July 2025" not in joined
+    assert "31 August 2025" in joined and "31 May 2026" in joined
 
 
 def test_monitor_alert_splits_by_ip_column(parsed):

@@ -12,13 +12,19 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use queue_message::{NeverBlock, Refusal, Target};
+use queue_message::{NeverBlock, Target};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::backends::{Backend, BackendError, CommitStats};
-use crate::decide::{self, Change, Claims, Op};
+use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
+use crate::classify::Admitted;
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::decide::{self, Change, Claims, Op, Plan};
 use crate::failpoint;
-use crate::metrics::{Health, Metrics};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyInputs, Refused};
 use crate::store::{AuditEvent, EventKind, Record, Seen, Store, StoreError, TargetEvent};
 
 /// Why applying failed.
@@ -54,6 +60,46 @@ pub struct Submission {
     pub rate_limited: bool,
 }
 
+impl Submission {
+    /// One submission of the queue messages `admitted`, in order (group `i` is the `i`th message).
+    pub fn of_messages(admitted: impl IntoIterator<Item = Admitted>) -> Self {
+        let mut submission = Self {
+            rate_limited: true,
+            ..Self::default()
+        };
+        for (group, a) in admitted.into_iter().enumerate() {
+            submission
+                .ops
+                .extend(a.ops.into_iter().map(|op| Op { group, ..op }));
+            submission.groups.push(a.group);
+        }
+        submission
+    }
+
+    /// The part that came from the groups `keep`, renumbered in that order.
+    pub fn subset(&self, keep: &[usize]) -> Self {
+        let renumber: std::collections::HashMap<usize, usize> = keep
+            .iter()
+            .enumerate()
+            .map(|(new, &old)| (old, new))
+            .collect();
+        Self {
+            ops: self
+                .ops
+                .iter()
+                .filter_map(|op| {
+                    renumber.get(&op.group).map(|&group| Op {
+                        group,
+                        ..op.clone()
+                    })
+                })
+                .collect(),
+            groups: keep.iter().map(|&i| self.groups[i].clone()).collect(),
+            rate_limited: self.rate_limited,
+        }
+    }
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -69,8 +115,8 @@ pub struct Applied {
     pub unblocked: usize,
 }
 
-/// What a reconcile repaired.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a reconcile repaired (the control socket's `sync` answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconciled {
     /// Blocks the firewall had lost and got back.
     pub readded: usize,
@@ -82,14 +128,15 @@ pub struct Reconciled {
     pub active: u64,
 }
 
-/// The engine: backend, state, policy.
+/// The engine: backend, state, policy, clock.
 #[derive(Debug)]
 pub struct Engine {
     backend: tokio::sync::Mutex<Box<dyn Backend>>,
     backend_name: &'static str,
-    store: Mutex<Store>,
-    policy: RwLock<NeverBlock>,
-    base_policy: NeverBlock,
+    db: Db,
+    clock: Clock,
+    policy: RwLock<Arc<Policy>>,
+    policy_inputs: Mutex<PolicyInputs>,
     max_new_per_hour: u32,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -98,12 +145,8 @@ pub struct Engine {
     /// Targets committed to the firewall whose record in the state failed: reconcile must not lift them
     /// (the state is behind, not the firewall); the redelivered message records them.
     unrecorded: Mutex<BTreeSet<Target>>,
-    /// This host's own addresses (never blocked).
-    host_nets: Mutex<Vec<ipnet::IpNet>>,
     /// Host names of the services the agent needs (queue endpoints, the Entra login host).
     service_hosts: Mutex<Vec<String>>,
-    /// Their resolved addresses, per host name (never blocked: blocking them locks the agent out).
-    own_service: Mutex<BTreeMap<String, Vec<ipnet::IpNet>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,31 +161,44 @@ fn sample(targets: &[Target], n: usize) -> String {
     text.join(", ")
 }
 
+/// What the engine is built from.
+#[derive(Debug)]
+pub struct EngineParts {
+    /// A built (not yet initialised) backend.
+    pub backend: Box<dyn Backend>,
+    /// The open state database.
+    pub store: Store,
+    /// The configured never-block policy.
+    pub never_block: NeverBlock,
+    /// `max_new_blocks_per_hour`.
+    pub max_new_per_hour: u32,
+    /// Where the time comes from.
+    pub clock: Clock,
+    /// The health state machine shared with `/healthz`.
+    pub health: Arc<Health>,
+}
+
 impl Engine {
     /// Wraps a built (not yet initialised) backend and an open store.
-    pub fn new(
-        backend: Box<dyn Backend>,
-        store: Store,
-        policy: NeverBlock,
-        max_new_per_hour: u32,
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
-    ) -> Self {
-        let backend_name = backend.name();
+    pub fn new(parts: EngineParts) -> Self {
+        let backend_name = parts.backend.name();
+        let inputs = PolicyInputs {
+            configured: parts.never_block,
+            ..PolicyInputs::default()
+        };
         Self {
-            backend: tokio::sync::Mutex::new(backend),
+            backend: tokio::sync::Mutex::new(parts.backend),
             backend_name,
-            store: Mutex::new(store),
-            policy: RwLock::new(policy.clone()),
-            base_policy: policy,
-            max_new_per_hour,
-            metrics,
-            health,
+            db: Db::new(parts.store),
+            clock: parts.clock,
+            policy: RwLock::new(Arc::new(inputs.build())),
+            policy_inputs: Mutex::new(inputs),
+            max_new_per_hour: parts.max_new_per_hour,
+            metrics: Arc::new(Metrics::default()),
+            health: parts.health,
             expiry_changed: Notify::new(),
             unrecorded: Mutex::new(BTreeSet::new()),
-            host_nets: Mutex::new(Vec::new()),
             service_hosts: Mutex::new(Vec::new()),
-            own_service: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -161,44 +217,38 @@ impl Engine {
         &self.health
     }
 
-    /// The state store, for reads (held briefly; never across an await).
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        lock(&self.store)
+    /// The state database (every call on a blocking thread).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
-    /// Checks a target against the never-block policy, host addresses included.
-    pub fn check(&self, target: &Target) -> Result<(), Refusal> {
-        decide::screen(&self.policy(), target)
+    /// The clock every part of the agent reads.
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
-    /// The never-block policy in force (configured ranges plus this host's addresses).
-    pub fn policy(&self) -> NeverBlock {
-        self.policy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    /// The never-block policy in force (configured ranges plus this host's and its services' addresses).
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
-    /// Replaces the host's own addresses in the policy (the configured policy plus these and the
-    /// services' addresses).
-    pub fn set_host_addresses(&self, nets: Vec<ipnet::IpNet>) {
-        *lock(&self.host_nets) = nets;
-        self.rebuild_policy();
-    }
-
-    fn rebuild_policy(&self) {
-        let mut policy = self.base_policy.clone();
-        policy.extend_allowlist(lock(&self.host_nets).clone());
-        let own: Vec<ipnet::IpNet> = lock(&self.own_service)
-            .values()
-            .flatten()
-            .copied()
-            .collect();
-        policy.extend_allowlist(own);
+    fn update_policy(&self, change: impl FnOnce(&mut PolicyInputs)) {
+        let mut inputs = lock(&self.policy_inputs);
+        change(&mut inputs);
         *self
             .policy
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(inputs.build());
+    }
+
+    /// Replaces the host's own addresses in the policy.
+    pub fn set_host_addresses(&self, nets: Vec<ipnet::IpNet>) {
+        self.update_policy(|inputs| inputs.host_nets = nets);
     }
 
     /// Names the hosts of the services the agent depends on (queue endpoints, Entra login), whose
@@ -214,37 +264,27 @@ impl Engine {
         if hosts.is_empty() {
             return;
         }
+        let mut resolved_hosts = Vec::new();
         for host in hosts {
-            let resolved = tokio::net::lookup_host((host.as_str(), 443)).await;
+            let resolved = tokio::net::lookup_host((host.as_str(), 443))
+                .await
+                .map(|addrs| {
+                    addrs
+                        .map(|a| ipnet::IpNet::from(a.ip()))
+                        .collect::<Vec<_>>()
+                });
             match resolved {
-                Ok(addrs) => {
-                    let mut nets: Vec<ipnet::IpNet> =
-                        addrs.map(|a| ipnet::IpNet::from(a.ip())).collect();
+                Ok(mut nets) => {
                     nets.sort_unstable();
                     nets.dedup();
-                    lock(&self.own_service).insert(host.clone(), nets);
+                    resolved_hosts.push((host, nets));
                 }
                 Err(e) => {
                     tracing::warn!(%host, error = %e, "Cannot resolve a service the agent needs; keeping its previous addresses protected.");
                 }
             }
         }
-        self.rebuild_policy();
-    }
-
-    /// The metric code and audit text of a refusal: `own-service` when the target overlaps an address of
-    /// a service the agent needs (blocking it would cut the agent off), else the policy's own.
-    pub fn refusal(&self, why: &Refusal) -> (&'static str, String) {
-        if let Refusal::Allowlisted(net) = why {
-            let own = lock(&self.own_service);
-            if let Some((host, _)) = own.iter().find(|(_, nets)| nets.contains(net)) {
-                return (
-                    "own-service",
-                    format!("own-service: {net} is an address of {host}, which the agent needs"),
-                );
-            }
-        }
-        (why.code(), why.to_string())
+        self.update_policy(|inputs| inputs.own_service.extend(resolved_hosts));
     }
 
     /// Initialises the backend (idempotent).
@@ -252,7 +292,7 @@ impl Engine {
         let mut backend = self.backend.lock().await;
         match backend.init().await {
             Ok(()) => {
-                self.health.backend_ok(false);
+                self.health.backend_reachable();
                 self.health.set_notices(backend.notices());
                 Ok(())
             }
@@ -279,39 +319,48 @@ impl Engine {
     }
 
     /// The earliest block expiry.
-    pub fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.store().next_expiry()
+    pub async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.db.call(|s| s.next_expiry()).await
     }
 
     /// How many new blocks still fit this hour, and when more will fit if none do.
-    pub fn budget(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>), StoreError> {
-        let (used, oldest) = self.store().new_blocks_since(now - Duration::hours(1))?;
-        let max = u64::from(self.max_new_per_hour);
-        let left = usize::try_from(max.saturating_sub(used)).unwrap_or(usize::MAX);
-        let resume = (left == 0)
-            .then(|| oldest.map(|o| o + Duration::hours(1)))
-            .flatten();
-        Ok((left, resume))
+    pub async fn budget(&self, now: DateTime<Utc>) -> Result<Budget, StoreError> {
+        let max = self.max_new_per_hour;
+        self.db.call(move |s| Budget::read(s, max, now)).await
     }
 
-    fn update_active(&self, now: DateTime<Utc>) {
-        if let Ok(n) = self.store().active_count(now) {
+    async fn update_active(&self, now: DateTime<Utc>) {
+        if let Ok(n) = self.db.call(move |s| s.active_count(now)).await {
             self.metrics.active_blocks.set(n as f64);
         }
     }
 
+    /// Stages `add` and `remove` and commits them (nothing to commit: no call, no change to health).
     async fn commit(
         &self,
         backend: &mut Box<dyn Backend>,
+        add: &[BlockEntry],
+        remove: &[Target],
     ) -> Result<(CommitStats, std::time::Duration), BackendError> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok((CommitStats::default(), std::time::Duration::ZERO));
+        }
+        for entry in add {
+            backend.stage_add(*entry);
+        }
+        for target in remove {
+            backend.stage_remove(*target);
+        }
         let started = Instant::now();
         match backend.commit().await {
             Ok(stats) => {
                 self.health.set_notices(backend.notices());
                 let elapsed = started.elapsed();
-                self.metrics.commit_duration.observe(elapsed);
-                self.metrics.last_commit.set(Utc::now().timestamp() as f64);
-                self.health.backend_ok(true);
+                self.metrics.commit_duration.observe(elapsed.as_secs_f64());
+                self.metrics
+                    .last_commit
+                    .set(self.clock.now().timestamp() as f64);
+                self.health.commit_succeeded();
                 Ok((stats, elapsed))
             }
             Err(e) => {
@@ -322,155 +371,133 @@ impl Engine {
         }
     }
 
-    /// Plans, commits and records a submission. On a backend error nothing is recorded and nothing is
-    /// deferred: the caller keeps the messages queued.
+    /// Plans, commits and records a submission: read the state, plan (pure), commit to the firewall,
+    /// record in the state. On a backend error nothing is recorded and nothing is deferred: the caller
+    /// keeps the messages queued.
     pub async fn apply(&self, submission: &Submission) -> Result<Applied, ApplyError> {
         let mut backend = self.backend.lock().await;
-        let now = Utc::now();
+        let now = self.clock.now();
         let touched: BTreeSet<Target> = submission.ops.iter().map(|op| op.target).collect();
         failpoint::hit_apply(&touched);
-        let current = self.store().claims_for(touched.iter())?;
-        let (budget, resume) = if submission.rate_limited {
-            let (left, resume) = self.budget(now)?;
-            (Some(left), resume)
-        } else {
-            (None, None)
+        let (current, budget) = {
+            let touched = touched.clone();
+            let (limited, max) = (submission.rate_limited, self.max_new_per_hour);
+            self.db
+                .call(move |s| {
+                    let budget = if limited {
+                        Some(Budget::read(s, max, now)?)
+                    } else {
+                        None
+                    };
+                    Ok((s.claims_for(touched.iter())?, budget))
+                })
+                .await?
         };
-        let plan = decide::plan(&submission.ops, &current, now, budget);
-        for entry in &plan.add {
-            backend.stage_add(*entry);
-        }
-        for target in &plan.remove {
-            backend.stage_remove(*target);
-        }
-        let (stats, elapsed) = if plan.add.is_empty() && plan.remove.is_empty() {
-            (CommitStats::default(), std::time::Duration::ZERO)
-        } else {
-            self.commit(&mut backend).await?
-        };
+        let plan = decide::plan(&submission.ops, &current, now, budget.map(|b| b.left));
+        drop(current);
+        let mut ledger = Ledger::of(submission, &plan, now, self.max_new_per_hour, budget);
+        let (stats, elapsed) = self.commit(&mut backend, &plan.add, &plan.remove).await?;
         failpoint::hit("after-commit");
+        let added: Vec<Target> = plan.add.iter().map(|entry| entry.target).collect();
+        let claims = plan.claims;
+        self.record_commit(ledger.record(claims), &added, &touched)
+            .await?;
+        self.after_apply(&ledger, budget, submission.rate_limited, now)
+            .await?;
+        failpoint::hit("after-record");
+        let applied = Applied {
+            deferred: plan.deferred,
+            stats,
+            blocked: ledger.blocked,
+            extended: ledger.extended,
+            unblocked: ledger.unblocked,
+        };
+        self.report(&applied, !added.is_empty(), elapsed, now).await;
+        Ok(applied)
+    }
 
-        let deferred: HashSet<usize> = plan.deferred.iter().copied().collect();
-        // Per target, the last operation that touched it explains the outcome in the audit log.
-        let mut last_op: BTreeMap<Target, &Op> = BTreeMap::new();
-        for op in &submission.ops {
-            if !(deferred.contains(&op.group) && matches!(op.intent, decide::Intent::Block { .. }))
-            {
-                last_op.insert(op.target, op);
-            }
-        }
-        let mut events = Vec::new();
-        let mut seen = Vec::new();
-        let mut delivered = Vec::new();
-        let mut deferred_ids = Vec::new();
-        for (i, group) in submission.groups.iter().enumerate() {
-            events.extend(group.events.iter().cloned());
-            if deferred.contains(&i) {
-                let mut e = AuditEvent::new(EventKind::Deferred, now).reason(format!(
-                    "max_new_blocks_per_hour ({}) reached; the message stays queued{}",
-                    self.max_new_per_hour,
-                    resume
-                        .map(|r| format!(" until about {}", r.to_rfc3339()))
-                        .unwrap_or_default()
-                ));
-                if let Some(q) = &group.queue_message_id {
-                    e = e.queue_message(q.clone());
-                    deferred_ids.push(q.clone());
-                }
-                if let Some(s) = &group.seen {
-                    e = e.message(s.message_id.clone());
-                }
-                events.push(e);
-                continue;
-            }
-            seen.extend(group.seen.clone());
-            delivered.extend(group.queue_message_id.clone());
-        }
-        let (mut blocked, mut extended, mut unblocked) = (0, 0, 0);
-        let mut target_events = Vec::with_capacity(plan.outcomes.len());
-        for outcome in &plan.outcomes {
-            let kind = match outcome.change {
-                Change::Blocked => {
-                    blocked += 1;
-                    EventKind::Blocked
-                }
-                Change::Extended => {
-                    extended += 1;
-                    EventKind::Extended
-                }
-                Change::Unchanged => EventKind::Claimed,
-                Change::Unblocked => {
-                    unblocked += 1;
-                    EventKind::Unblocked
-                }
-            };
-            let op = last_op.get(&outcome.target);
-            target_events.push(TargetEvent {
-                kind,
-                at: now,
-                target: outcome.target,
-                claim: op.map(|op| Arc::clone(&op.key)),
-                meta: op.map(|op| Arc::clone(&op.meta)),
-                expires_at: outcome.expires_at,
-            });
-        }
-        drop(last_op);
+    /// Records a commit; if that fails, remembers its new entries as wanted (reconcile must not lift
+    /// them: the state is behind the firewall) until a later record covers them.
+    async fn record_commit(
+        &self,
+        record: Record,
+        added: &[Target],
+        touched: &BTreeSet<Target>,
+    ) -> Result<(), ApplyError> {
         let recorded = if failpoint::record_fails() {
             Err(StoreError::Corrupt(
                 "simulated failure (PORTCULLIS_FAIL_RECORD_WHILE)".to_owned(),
             ))
         } else {
-            self.store().record(&Record {
-                claims: Some(&plan.claims),
-                events,
-                target_events,
-                seen,
-                delivered,
-                meta: vec![("last_commit_at", now.to_rfc3339())],
-            })
+            self.db.call(move |s| s.record(&record)).await
         };
         if let Err(e) = recorded {
-            // The firewall holds what the state does not know yet; keep reconcile's hands off it.
-            lock(&self.unrecorded).extend(plan.add.iter().map(|entry| entry.target));
+            lock(&self.unrecorded).extend(added.iter().copied());
             tracing::error!(error = %e, "Firewall committed but the state could not record it; the entries stay and the messages stay queued.");
             return Err(e.into());
         }
-        {
-            let mut unrecorded = lock(&self.unrecorded);
-            for target in &touched {
-                unrecorded.remove(target);
-            }
+        let mut unrecorded = lock(&self.unrecorded);
+        for target in touched {
+            unrecorded.remove(target);
         }
-        if !deferred_ids.is_empty() {
-            self.store().note_deferrals(&deferred_ids, now)?;
+        Ok(())
+    }
+
+    /// Deferral bookkeeping and the rate-limit state after a recorded apply.
+    async fn after_apply(
+        &self,
+        ledger: &Ledger,
+        budget: Option<Budget>,
+        rate_limited: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
+        let resume = budget.and_then(|b| b.resume);
+        if !ledger.deferred_ids.is_empty() {
+            let ids = ledger.deferred_ids.clone();
+            self.db.call(move |s| s.note_deferrals(&ids, now)).await?;
             self.metrics
                 .messages_deferred
-                .add(deferred_ids.len() as u64);
+                .inc_by(ledger.deferred_ids.len() as u64);
             tracing::error!(
-                messages = deferred_ids.len(),
+                messages = ledger.deferred_ids.len(),
                 limit = self.max_new_per_hour,
                 resume_at = ?resume,
                 "Rate limit reached: new blocks are held back and their messages stay queued."
             );
         }
-        failpoint::hit("after-record");
-        if submission.rate_limited {
-            let rate_limited = !deferred_ids.is_empty()
-                || self.budget(now).map(|(left, _)| left == 0).unwrap_or(false);
+        if rate_limited {
+            let after = self.budget(now).await.ok();
+            let limited = !ledger.deferred_ids.is_empty() || after.is_some_and(|b| b.left == 0);
             self.metrics
                 .rate_limited
-                .set(if rate_limited { 1.0 } else { 0.0 });
-            self.health.set_rate_limited(if rate_limited {
-                resume.or_else(|| self.budget(now).ok().and_then(|(_, r)| r))
+                .set(if limited { 1.0 } else { 0.0 });
+            self.health.set_rate_limited(if limited {
+                resume.or_else(|| after.and_then(|b| b.resume))
             } else {
                 None
             });
         }
-        self.metrics.blocks_applied.add(blocked as u64);
-        self.metrics.blocks_extended.add(extended as u64);
-        self.metrics.blocks_unblocked.add(unblocked as u64);
-        self.update_active(now);
-        if !plan.add.is_empty() {
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        applied: &Applied,
+        added: bool,
+        elapsed: std::time::Duration,
+        now: DateTime<Utc>,
+    ) {
+        let Applied {
+            blocked,
+            extended,
+            unblocked,
+            ..
+        } = *applied;
+        self.metrics.blocks_applied.inc_by(blocked as u64);
+        self.metrics.blocks_extended.inc_by(extended as u64);
+        self.metrics.blocks_unblocked.inc_by(unblocked as u64);
+        self.update_active(now).await;
+        if added {
             self.expiry_changed.notify_one();
         }
         if blocked + extended + unblocked > 0 {
@@ -479,53 +506,42 @@ impl Engine {
                 blocked,
                 extended,
                 unblocked,
-                writes = stats.writes,
+                writes = applied.stats.writes,
                 commit_ms = elapsed.as_millis() as u64,
                 "Firewall updated."
             );
         }
-        Ok(Applied {
-            deferred: plan.deferred,
-            stats,
-            blocked,
-            extended,
-            unblocked,
-        })
     }
 
     /// Removes every block whose expiry has passed, in one commit.
     pub async fn expire(&self) -> Result<usize, ApplyError> {
         let mut backend = self.backend.lock().await;
-        let now = Utc::now();
-        let expired = self.store().expired_blocks(now)?;
+        let now = self.clock.now();
+        let expired = self.db.call(move |s| s.expired_blocks(now)).await?;
         if expired.is_empty() {
             return Ok(0);
         }
-        for target in &expired {
-            backend.stage_remove(*target);
-        }
-        self.commit(&mut backend).await?;
-        let cleared: BTreeMap<Target, Claims> =
-            expired.iter().map(|t| (*t, Claims::new())).collect();
-        let target_events = expired
-            .iter()
-            .map(|t| TargetEvent {
-                kind: EventKind::Expired,
-                at: now,
-                target: *t,
-                claim: None,
-                meta: None,
-                expires_at: None,
-            })
-            .collect();
-        self.store().record(&Record {
-            claims: Some(&cleared),
-            target_events,
+        self.commit(&mut backend, &[], &expired).await?;
+        let record = Record {
+            at: now,
+            claims: expired.iter().map(|t| (*t, Claims::new())).collect(),
+            target_events: expired
+                .iter()
+                .map(|t| TargetEvent {
+                    kind: EventKind::Expired,
+                    at: now,
+                    target: *t,
+                    claim: None,
+                    meta: None,
+                    expires_at: None,
+                })
+                .collect(),
             meta: vec![("last_commit_at", now.to_rfc3339())],
             ..Record::default()
-        })?;
-        self.metrics.blocks_expired.add(expired.len() as u64);
-        self.update_active(now);
+        };
+        self.db.call(move |s| s.record(&record)).await?;
+        self.metrics.blocks_expired.inc_by(expired.len() as u64);
+        self.update_active(now).await;
         tracing::info!(count = expired.len(), targets = %sample(&expired, 10), "Blocks expired.");
         Ok(expired.len())
     }
@@ -543,95 +559,38 @@ impl Engine {
             }
         }
         self.health.set_notices(backend.notices());
-        let now = Utc::now();
-        let mut desired = self.store().active_blocks(now)?;
-        let mut refused = Vec::new();
-        desired.retain(|(target, _)| match self.check(target) {
-            Ok(()) => true,
-            Err(why) => {
-                refused.push((*target, why));
-                false
-            }
-        });
-        desired.sort_unstable_by_key(|(t, _)| *t);
-        let mut actual = match backend.list().await {
+        let now = self.clock.now();
+        let desired = self.db.call(move |s| s.active_blocks(now)).await?;
+        let actual = match backend.list().await {
             Ok(list) => list,
             Err(e) => {
                 self.health.backend_failed(&e.to_string());
                 return Err(e.into());
             }
         };
-        actual.sort_unstable();
-        actual.dedup();
-        let mut missing = Vec::new();
-        for (target, expires_at) in &desired {
-            if actual.binary_search(target).is_err() {
-                backend.stage_add(crate::backends::BlockEntry {
-                    target: *target,
-                    expires_at: *expires_at,
-                });
-                missing.push(*target);
-            }
-        }
-        let mut extra = Vec::new();
         let unrecorded = lock(&self.unrecorded).clone();
-        for target in &actual {
-            if unrecorded.contains(target) {
-                // Committed, but its record failed: the state is behind, the block is wanted.
-                tracing::warn!(%target, "Keeping a firewall entry whose record in the state failed.");
-                continue;
-            }
-            if desired.binary_search_by_key(target, |(t, _)| *t).is_err() {
-                backend.stage_remove(*target);
-                extra.push(*target);
-            }
-        }
-        drop(actual);
-        drop(desired);
-        if !missing.is_empty() || !extra.is_empty() {
-            self.commit(&mut backend).await?;
-        } else {
+        let drift = Drift::between(desired, actual, &self.policy(), &unrecorded);
+        drop(unrecorded);
+        if drift.missing.is_empty() && drift.extra.is_empty() {
             // Reachable and listing, but no write was made: a failing commit stays reported.
-            self.health.backend_ok(false);
+            self.health.backend_reachable();
+        } else {
+            let removed: Vec<Target> = drift.extra.clone();
+            self.commit(&mut backend, &drift.missing, &removed).await?;
         }
-        let mut events = Vec::new();
-        let mut cleared = BTreeMap::new();
-        for (target, why) in &refused {
-            cleared.insert(*target, Claims::new());
-            events.push(
-                AuditEvent::new(EventKind::Refused, now)
-                    .target(target)
-                    .reason(format!(
-                        "lifted: the policy now refuses it ({})",
-                        self.refusal(why).1
-                    )),
-            );
+        let readded: Vec<Target> = drift.missing.iter().map(|e| e.target).collect();
+        if let Some(record) = drift.record(&readded, now) {
+            self.db.call(move |s| s.record(&record)).await?;
         }
-        if !missing.is_empty() || !extra.is_empty() {
-            events.push(AuditEvent::new(EventKind::Reconciled, now).detail(format!(
-                "re-added {} ({}), removed {} ({})",
-                missing.len(),
-                sample(&missing, 10),
-                extra.len(),
-                sample(&extra, 10)
-            )));
-        }
-        if !events.is_empty() {
-            self.store().record(&Record {
-                claims: Some(&cleared),
-                events,
-                ..Record::default()
-            })?;
-        }
-        let repaired = missing.len() + extra.len();
-        self.metrics.reconcile_repairs.add(repaired as u64);
-        self.update_active(now);
-        let active = self.store().active_count(now)?;
-        if repaired > 0 || !refused.is_empty() {
+        let repaired = drift.missing.len() + drift.extra.len();
+        self.metrics.reconcile_repairs.inc_by(repaired as u64);
+        self.update_active(now).await;
+        let active = self.db.call(move |s| s.active_count(now)).await?;
+        if repaired > 0 || !drift.refused.is_empty() {
             tracing::warn!(
-                readded = missing.len(),
-                removed = extra.len(),
-                refused = refused.len(),
+                readded = drift.missing.len(),
+                removed = drift.extra.len(),
+                refused = drift.refused.len(),
                 backend = self.backend_name,
                 "Reconcile repaired drift between the state and the firewall."
             );
@@ -639,9 +598,9 @@ impl Engine {
             tracing::debug!(active, "Reconcile found no drift.");
         }
         Ok(Reconciled {
-            readded: missing.len(),
-            removed: extra.len(),
-            refused: refused.len(),
+            readded: drift.missing.len(),
+            removed: drift.extra.len(),
+            refused: drift.refused.len(),
             active,
         })
     }
@@ -651,5 +610,215 @@ impl Engine {
         if let Err(e) = self.backend.lock().await.shutdown().await {
             tracing::warn!(error = %e, "Backend shutdown reported an error.");
         }
+    }
+}
+
+/// The hourly budget of new blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// New blocks that still fit this hour.
+    pub left: usize,
+    /// When more fit again, if none do now.
+    pub resume: Option<DateTime<Utc>>,
+}
+
+impl Budget {
+    fn read(store: &Store, max_per_hour: u32, now: DateTime<Utc>) -> Result<Self, StoreError> {
+        let (used, oldest) = store.new_blocks_since(now - Duration::hours(1))?;
+        Ok(Self::of(max_per_hour, used, oldest))
+    }
+
+    /// The budget when `used` new blocks were made in the last hour, the oldest at `oldest`.
+    pub fn of(max_per_hour: u32, used: u64, oldest: Option<DateTime<Utc>>) -> Self {
+        let left =
+            usize::try_from(u64::from(max_per_hour).saturating_sub(used)).unwrap_or(usize::MAX);
+        let resume = (left == 0)
+            .then(|| oldest.map(|o| o + Duration::hours(1)))
+            .flatten();
+        Self { left, resume }
+    }
+}
+
+/// The bookkeeping of one planned submission, decided before the commit (pure): audit events, per-target
+/// events, seen ids, finished and deferred queue messages, and the counts.
+#[derive(Debug, Default)]
+struct Ledger {
+    events: Vec<AuditEvent>,
+    target_events: Vec<TargetEvent>,
+    seen: Vec<Seen>,
+    delivered: Vec<String>,
+    deferred_ids: Vec<String>,
+    at: DateTime<Utc>,
+    blocked: usize,
+    extended: usize,
+    unblocked: usize,
+}
+
+impl Ledger {
+    fn of(
+        submission: &Submission,
+        plan: &Plan,
+        now: DateTime<Utc>,
+        max_new_per_hour: u32,
+        budget: Option<Budget>,
+    ) -> Self {
+        let deferred: HashSet<usize> = plan.deferred.iter().copied().collect();
+        let mut ledger = Self {
+            at: now,
+            ..Self::default()
+        };
+        let resume = budget.and_then(|b| b.resume);
+        for (i, group) in submission.groups.iter().enumerate() {
+            ledger.events.extend(group.events.iter().cloned());
+            if deferred.contains(&i) {
+                let mut e = AuditEvent::new(EventKind::Deferred, now).reason(format!(
+                    "max_new_blocks_per_hour ({max_new_per_hour}) reached; the message stays queued{}",
+                    resume
+                        .map(|r| format!(" until about {}", r.to_rfc3339()))
+                        .unwrap_or_default()
+                ));
+                if let Some(q) = &group.queue_message_id {
+                    e = e.queue_message(q.clone());
+                    ledger.deferred_ids.push(q.clone());
+                }
+                if let Some(s) = &group.seen {
+                    e = e.message(s.message_id.clone());
+                }
+                ledger.events.push(e);
+                continue;
+            }
+            ledger.seen.extend(group.seen.clone());
+            ledger.delivered.extend(group.queue_message_id.clone());
+        }
+        // Per target, the last operation that touched it explains the outcome in the audit log.
+        let mut last_op: BTreeMap<Target, &Op> = BTreeMap::new();
+        for op in &submission.ops {
+            if !(deferred.contains(&op.group) && matches!(op.intent, decide::Intent::Block { .. }))
+            {
+                last_op.insert(op.target, op);
+            }
+        }
+        ledger.target_events.reserve(plan.outcomes.len());
+        for outcome in &plan.outcomes {
+            let kind = match outcome.change {
+                Change::Blocked => {
+                    ledger.blocked += 1;
+                    EventKind::Blocked
+                }
+                Change::Extended => {
+                    ledger.extended += 1;
+                    EventKind::Extended
+                }
+                Change::Unchanged => EventKind::Claimed,
+                Change::Unblocked => {
+                    ledger.unblocked += 1;
+                    EventKind::Unblocked
+                }
+            };
+            let op = last_op.get(&outcome.target);
+            ledger.target_events.push(TargetEvent {
+                kind,
+                at: now,
+                target: outcome.target,
+                claim: op.map(|op| Arc::clone(&op.key)),
+                meta: op.map(|op| Arc::clone(&op.meta)),
+                expires_at: outcome.expires_at,
+            });
+        }
+        ledger
+    }
+
+    /// The record of the commit: this bookkeeping with the new claims (moves the bulk out, keeps counts
+    /// and deferred ids).
+    fn record(&mut self, claims: BTreeMap<Target, Claims>) -> Record {
+        Record {
+            at: self.at,
+            claims,
+            events: std::mem::take(&mut self.events),
+            target_events: std::mem::take(&mut self.target_events),
+            seen: std::mem::take(&mut self.seen),
+            delivered: std::mem::take(&mut self.delivered),
+            meta: vec![("last_commit_at", self.at.to_rfc3339())],
+        }
+    }
+}
+
+/// What reconcile must repair (pure: from the desired blocks, the firewall's list and the policy).
+#[derive(Debug, Default)]
+struct Drift {
+    /// Blocks the firewall lost.
+    missing: Vec<BlockEntry>,
+    /// Entries in the agent's objects the state does not want.
+    extra: Vec<Target>,
+    /// Active blocks the policy now refuses, with why.
+    refused: Vec<(Target, Refused)>,
+}
+
+impl Drift {
+    fn between(
+        mut desired: Vec<(Target, DateTime<Utc>)>,
+        mut actual: Vec<Target>,
+        policy: &Policy,
+        unrecorded: &BTreeSet<Target>,
+    ) -> Self {
+        let mut drift = Self::default();
+        desired.retain(|(target, _)| match policy.screen(target) {
+            Ok(()) => true,
+            Err(why) => {
+                drift.refused.push((*target, why));
+                false
+            }
+        });
+        desired.sort_unstable_by_key(|(t, _)| *t);
+        actual.sort_unstable();
+        actual.dedup();
+        for (target, expires_at) in &desired {
+            if actual.binary_search(target).is_err() {
+                drift.missing.push(BlockEntry {
+                    target: *target,
+                    expires_at: *expires_at,
+                });
+            }
+        }
+        for target in &actual {
+            if unrecorded.contains(target) {
+                // Committed, but its record failed: the state is behind, the block is wanted.
+                tracing::warn!(%target, "Keeping a firewall entry whose record in the state failed.");
+                continue;
+            }
+            if desired.binary_search_by_key(target, |(t, _)| *t).is_err() {
+                drift.extra.push(*target);
+            }
+        }
+        drift
+    }
+
+    /// The audit record of a repair (`None` when there is nothing to record).
+    fn record(&self, readded: &[Target], now: DateTime<Utc>) -> Option<Record> {
+        let mut events = Vec::new();
+        let mut cleared = BTreeMap::new();
+        for (target, why) in &self.refused {
+            cleared.insert(*target, Claims::new());
+            events.push(
+                AuditEvent::new(EventKind::Refused, now)
+                    .target(target)
+                    .reason(format!("lifted: the policy now refuses it ({})", why.text)),
+            );
+        }
+        if !self.missing.is_empty() || !self.extra.is_empty() {
+            events.push(AuditEvent::new(EventKind::Reconciled, now).detail(format!(
+                "re-added {} ({}), removed {} ({})",
+                self.missing.len(),
+                sample(readded, 10),
+                self.extra.len(),
+                sample(&self.extra, 10)
+            )));
+        }
+        (!events.is_empty()).then(|| Record {
+            at: now,
+            claims: cleared,
+            events,
+            ..Record::default()
+        })
     }
 }

@@ -16,13 +16,15 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backends::{self, BackendError};
-use crate::config::{Config, LogFormat, DEFAULT_PATH};
+use crate::config::{Config, DEFAULT_PATH};
 use crate::control::{self, ManualResult, Request};
-use crate::daemon::{self, StateLock, StatusReport};
-use crate::metrics::Health;
+use crate::daemon::{self, StateLock};
+use crate::health::Health;
 use crate::span::Span;
+use crate::status::StatusReport;
 use crate::store::{AuditQuery, Store};
 use crate::{expire, telemetry};
+use queue_message::LogFormat;
 
 /// Portcullis agent: enforces Sentinel-driven block messages from an Azure Storage Queue on this host's
 /// firewall.
@@ -215,19 +217,13 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             .context("reading the agent's status")?,
         Ok(Some(r)) => bail!("the agent answered: {}", r.error.unwrap_or_default()),
         Ok(None) | Err(_) => {
-            let mut report = StatusReport::default();
+            let mut report = StatusReport::configured(config);
             if config.state.path.exists() {
                 let store = Store::open_read_only(&config.state.path)?;
-                daemon::stored_status(&store, config, &mut report)?;
-            } else {
-                report.backend = config.firewall.backend.kind().to_string();
-                report.queue = config.queue.name.clone();
-                report.max_new_blocks_per_hour = config.policy.max_new_blocks_per_hour;
+                report.add_stored(&store, Utc::now())?;
             }
             let (queue, _) = daemon::queues(config)?;
-            let (depth, error) = daemon::queue_depth(&queue).await;
-            report.queue_depth = depth;
-            report.queue_depth_error = error;
+            report.add_queue_depth(&queue).await;
             report
         }
     };
@@ -630,7 +626,7 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
         Ok(q) => q,
         Err(e) => return c.fail("queue", format!("{e:#}")),
     };
-    if let Ok(connection) = config.queue.connection.connect(None) {
+    if let Ok(connection) = crate::config::connect(&config.queue.connection, None) {
         if let Err(why) = probe(connection.service_url()).await {
             return c.fail("queue", why);
         }

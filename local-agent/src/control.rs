@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use queue_message::{Source, Target};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -106,28 +106,20 @@ fn outcome(applied: &Applied, blocking: bool) -> &'static str {
     }
 }
 
-/// Blocks `target` for `duration` on a person's behalf (claim `manual`, not rate-limited).
-pub async fn manual_block(
-    engine: &Engine,
-    target: &str,
-    duration: Duration,
-    reason: Option<String>,
-) -> Result<ManualResult, String> {
-    let target = Target::parse(target).map_err(|e| e.to_string())?;
-    engine
-        .check(&target)
-        .map_err(|why| format!("{target} is never blocked here: {}", engine.refusal(&why).1))?;
-    let now = Utc::now();
-    let expires_at = now
-        + chrono::Duration::from_std(duration)
-            .map_err(|_| "the duration is too long".to_owned())?;
+/// A person's command on one target as a submission (claim `manual`, not rate-limited).
+fn manual_submission(
+    target: Target,
+    intent: Intent,
+    reason: String,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Submission {
     let source = manual_source();
-    let reason = reason.unwrap_or_else(|| "manual block".to_owned());
-    let submission = Submission {
+    Submission {
         ops: vec![Op {
             target,
             key: Arc::from(source.claim_key()),
-            intent: Intent::Block { expires_at },
+            intent,
             meta: Arc::new(ClaimMeta {
                 reason: reason.clone(),
                 source,
@@ -140,16 +132,49 @@ pub async fn manual_block(
                 .target(&target)
                 .claim("manual")
                 .reason(reason)
-                .detail("block from the command line")],
+                .detail(detail)],
             ..Group::default()
         }],
         rate_limited: false,
-    };
+    }
+}
+
+/// Blocks `target` for `duration` on a person's behalf (claim `manual`, not rate-limited).
+pub async fn manual_block(
+    engine: &Engine,
+    target: &str,
+    duration: Duration,
+    reason: Option<String>,
+) -> Result<ManualResult, String> {
+    let target = Target::parse(target).map_err(|e| e.to_string())?;
+    engine
+        .policy()
+        .screen(&target)
+        .map_err(|why| format!("{target} is never blocked here: {}", why.text))?;
+    let now = engine.clock().now();
+    // Checked: the duration may come from the control socket, not only from a parsed `--for`.
+    let expires_at = chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| "the duration is too long".to_owned())?;
+    let reason = reason.unwrap_or_else(|| "manual block".to_owned());
+    let submission = manual_submission(
+        target,
+        Intent::Block { expires_at },
+        reason,
+        "block from the command line",
+        now,
+    );
     let applied = engine.apply(&submission).await.map_err(|e| e.to_string())?;
-    let expires = engine.store().claims_for([&target]).ok().and_then(|c| {
-        c.get(&target)
-            .and_then(|c| crate::decide::effective_expiry(c, Utc::now()))
-    });
+    let expires = engine
+        .db()
+        .call(move |s| s.claims_for([&target]))
+        .await
+        .ok()
+        .and_then(|c| {
+            c.get(&target)
+                .and_then(|c| crate::decide::effective_expiry(c, engine.clock().now()))
+        });
     Ok(ManualResult {
         target: target.to_string(),
         outcome: outcome(&applied, true).to_owned(),
@@ -164,31 +189,14 @@ pub async fn manual_unblock(
     reason: Option<String>,
 ) -> Result<ManualResult, String> {
     let target = Target::parse(target).map_err(|e| e.to_string())?;
-    let now = Utc::now();
-    let source = manual_source();
     let reason = reason.unwrap_or_else(|| "manual unblock".to_owned());
-    let submission = Submission {
-        ops: vec![Op {
-            target,
-            key: Arc::from(source.claim_key()),
-            intent: Intent::ReleaseAll,
-            meta: Arc::new(ClaimMeta {
-                reason: reason.clone(),
-                source,
-                message_id: None,
-            }),
-            group: 0,
-        }],
-        groups: vec![Group {
-            events: vec![AuditEvent::new(EventKind::Received, now)
-                .target(&target)
-                .claim("manual")
-                .reason(reason)
-                .detail("unblock from the command line")],
-            ..Group::default()
-        }],
-        rate_limited: false,
-    };
+    let submission = manual_submission(
+        target,
+        Intent::ReleaseAll,
+        reason,
+        "unblock from the command line",
+        engine.clock().now(),
+    );
     let applied = engine.apply(&submission).await.map_err(|e| e.to_string())?;
     Ok(ManualResult {
         target: target.to_string(),

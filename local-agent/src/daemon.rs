@@ -16,18 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::Engine;
+use crate::apply::{Engine, EngineParts};
 use crate::backends::exec::Runner;
 use crate::backends::{self, BackendError};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::{self, Handlers};
+use crate::endpoint;
 use crate::expire;
-use crate::metrics::{self, Health, Metrics};
+use crate::health::Health;
 use crate::poll::Consumer;
+use crate::status::StatusReport;
 use crate::store::Store;
 
 /// How long shutdown waits for the tasks to finish their current work.
@@ -75,94 +76,16 @@ impl StateLock {
     }
 }
 
-/// `status` as reported by a running daemon or read offline.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// Whether a daemon answered.
-    pub running: bool,
-    /// The backend in use.
-    pub backend: String,
-    /// The queue consumed.
-    pub queue: String,
-    /// Approximate number of messages waiting.
-    pub queue_depth: Option<i64>,
-    /// Why the depth is unknown.
-    pub queue_depth_error: Option<String>,
-    /// Blocks in force.
-    pub active_blocks: u64,
-    /// The earliest expiry.
-    pub next_expiry: Option<DateTime<Utc>>,
-    /// New blocks in the last hour, and the hourly limit.
-    pub new_blocks_last_hour: u64,
-    /// `max_new_blocks_per_hour`.
-    pub max_new_blocks_per_hour: u32,
-    /// New blocks held back until then.
-    pub rate_limited_until: Option<DateTime<Utc>>,
-    /// Daemon start.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Last queue poll.
-    pub last_poll: Option<DateTime<Utc>>,
-    /// Last successful firewall commit.
-    pub last_commit: Option<DateTime<Utc>>,
-    /// Last error and when.
-    pub last_error: Option<(DateTime<Utc>, String)>,
-    /// Health problems (as `/healthz` reports them).
-    pub problems: Vec<String>,
-}
-
-/// Fills the stored part of a status report.
-pub fn stored_status(
-    store: &Store,
-    config: &Config,
-    report: &mut StatusReport,
-) -> anyhow::Result<()> {
-    let now = Utc::now();
-    report.backend = config.firewall.backend.kind().to_string();
-    report.queue = config.queue.name.clone();
-    report.active_blocks = store.active_count(now)?;
-    report.next_expiry = store.next_expiry()?;
-    report.new_blocks_last_hour = store.new_blocks_since(now - chrono::Duration::hours(1))?.0;
-    report.max_new_blocks_per_hour = config.policy.max_new_blocks_per_hour;
-    if report.last_commit.is_none() {
-        report.last_commit = store
-            .meta("last_commit_at")?
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc));
-    }
-    if report.last_error.is_none() {
-        report.last_error = store.meta("last_error")?.and_then(|t| {
-            let (at, text) = t.split_once(' ')?;
-            let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
-            Some((at, text.to_owned()))
-        });
-    }
-    Ok(())
-}
-
-/// The queue's approximate depth, or why it is unknown (the Processor role cannot read queue metadata).
-pub async fn queue_depth(queue: &queue_message::Queue) -> (Option<i64>, Option<String>) {
-    match tokio::time::timeout(Duration::from_secs(10), queue.approximate_count()).await {
-        Ok(Ok(n)) => (Some(n), None),
-        Ok(Err(queue_message::QueueError::Denied(_))) => (
-            None,
-            Some("not permitted (reading queue metadata needs the Storage Queue Data Reader role or SAS `r`)".to_owned()),
-        ),
-        Ok(Err(e)) => (None, Some(e.to_string())),
-        Err(_) => (None, Some("timed out".to_owned())),
-    }
-}
-
 /// The queue handles for a configuration.
 pub fn queues(config: &Config) -> anyhow::Result<(queue_message::Queue, queue_message::Queue)> {
     let q = &config.queue;
     let connection = Arc::new(
-        q.connection
-            .connect(q.api_version.as_deref())
+        crate::config::connect(&q.connection, q.api_version.as_deref())
             .context("queue connection")?,
     );
     let poison_connection = match &q.poison_connection {
         Some(c) => Arc::new(
-            c.connect(q.api_version.as_deref())
+            crate::config::connect(c, q.api_version.as_deref())
                 .context("poison queue connection")?,
         ),
         None => Arc::clone(&connection),
@@ -179,14 +102,14 @@ pub async fn engine(config: &Config, health: Arc<Health>) -> anyhow::Result<Arc<
     let backend = backends::build(config.firewall.backend.clone())
         .await
         .context("building the firewall backend")?;
-    let engine = Arc::new(Engine::new(
+    let engine = Arc::new(Engine::new(EngineParts {
         backend,
         store,
-        config.policy.never_block.clone(),
-        config.policy.max_new_blocks_per_hour,
-        Arc::new(Metrics::default()),
+        never_block: config.policy.never_block.clone(),
+        max_new_per_hour: config.policy.max_new_blocks_per_hour,
+        clock: Clock::System,
         health,
-    ));
+    }));
     engine.set_service_hosts(service_hosts(config));
     let runner = Runner::new(config.firewall.backend.netns().map(str::to_owned));
     expire::refresh_host_addresses(&engine, &runner, config.policy.protect_host_addresses).await;
@@ -199,14 +122,10 @@ pub fn service_hosts(config: &Config) -> Vec<String> {
     let q = &config.queue;
     let mut hosts = Vec::new();
     for connection in std::iter::once(&q.connection).chain(q.poison_connection.as_ref()) {
-        if let Ok(c) = connection.connect(q.api_version.as_deref()) {
+        if let Ok(c) = crate::config::connect(connection, q.api_version.as_deref()) {
             hosts.extend(c.service_url().host_str().map(str::to_owned));
         }
-        if matches!(
-            connection,
-            crate::config::Connection::ClientSecret { .. }
-                | crate::config::Connection::AzureCli { .. }
-        ) {
+        if connection.signs_in_at_entra() {
             hosts.push("login.microsoftonline.com".to_owned());
         }
     }
@@ -275,23 +194,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
                 let health = Arc::clone(&status_health);
                 let queue = Arc::clone(&status_queue);
                 Box::pin(async move {
-                    let live = health.snapshot();
-                    let (depth, depth_error) = queue_depth(&queue).await;
-                    let mut report = StatusReport {
-                        running: true,
-                        queue_depth: depth,
-                        queue_depth_error: depth_error,
-                        rate_limited_until: live.rate_limited_until,
-                        started_at: live.started_at,
-                        last_poll: live.last_poll,
-                        last_commit: live.last_commit,
-                        last_error: live.last_error,
-                        problems: health.problems(unhealthy_after),
-                        ..StatusReport::default()
+                    let mut report = StatusReport::configured(&config);
+                    report.add_live(&health, unhealthy_after);
+                    report.add_queue_depth(&queue).await;
+                    let now = engine.clock().now();
+                    let stored = engine
+                        .db()
+                        .call(move |s| {
+                            let failed = report.add_stored(s, now).err();
+                            Ok((report, failed))
+                        })
+                        .await;
+                    let report = match stored {
+                        Ok((report, None)) => report,
+                        Ok((mut report, Some(e))) => {
+                            report.problems.push(format!("state: {e}"));
+                            report
+                        }
+                        Err(e) => {
+                            let mut report = StatusReport::configured(&config);
+                            report.problems.push(format!("state: {e}"));
+                            report
+                        }
                     };
-                    if let Err(e) = stored_status(&engine.store(), &config, &mut report) {
-                        report.problems.push(format!("state: {e}"));
-                    }
                     serde_json::to_value(report).unwrap_or_default()
                 })
             }),
@@ -300,9 +225,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
                 let runner = sync_runner.clone();
                 Box::pin(async move {
                     match expire::reconcile_once(&engine, &runner, protect, retention).await {
-                        Ok(r) => serde_json::json!({
-                            "readded": r.readded, "removed": r.removed, "refused": r.refused, "active": r.active
-                        }),
+                        Ok(r) => serde_json::to_value(r).unwrap_or_default(),
                         Err(e) => serde_json::json!({ "error": e.to_string() }),
                     }
                 })
@@ -323,7 +246,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     ));
 
     if let Some(m) = config.metrics {
-        let router = metrics::router(
+        let router = endpoint::router(
             Arc::clone(&metrics),
             Arc::clone(&health),
             m.unhealthy_after.get(),

@@ -6,17 +6,18 @@
 //! same address. A manual unblock lifts every claim: a person said so. The effective expiry of a block is
 //! the latest expiry of its claims, and claims only ever extend.
 //!
-//! Everything here is pure (no I/O, time passed in), so the property tests can hammer it: [`screen`]
-//! applies the never-block policy, [`plan`] turns claim operations and the current claims of the touched
+//! Everything here is pure (no I/O, time passed in), so the property tests can hammer it: [`message_ops`]
+//! applies the never-block policy ([`Policy`]), [`plan`] turns claim operations and the current claims of the touched
 //! targets into firewall changes and the resulting claims.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use queue_message::{Action, BlockMessage, NeverBlock, Refusal, Source, Target};
+use queue_message::{Action, BlockMessage, Source, Target};
 
 use crate::backends::BlockEntry;
+use crate::policy::{Policy, Refused};
 
 /// Who asked for a claim, and why; kept for `list` and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -196,19 +197,14 @@ impl Plan {
     }
 }
 
-/// The never-block check applied to a target: `Ok` or why not.
-pub fn screen(policy: &NeverBlock, target: &Target) -> Result<(), Refusal> {
-    policy.check(target)
-}
-
 /// The claim operations a verified message asks for, with the targets the policy refuses. A block's
 /// refused targets never become operations; unblocks are never refused (lifting is always safe). A
 /// person's unblock (source kind `manual`) lifts every claim, a source's unblock lifts its own.
 pub fn message_ops(
     message: &BlockMessage,
     group: usize,
-    policy: &NeverBlock,
-) -> (Vec<Op>, Vec<(Target, Refusal)>) {
+    policy: &Policy,
+) -> (Vec<Op>, Vec<(Target, Refused)>) {
     let key: Arc<str> = Arc::from(message.source.claim_key());
     let meta = Arc::new(ClaimMeta {
         reason: message.reason.clone(),
@@ -219,7 +215,7 @@ pub fn message_ops(
     let mut refused = Vec::new();
     for target in &message.targets {
         let intent = match message.action {
-            Action::Block => match screen(policy, target) {
+            Action::Block => match policy.screen(target) {
                 Ok(()) => Intent::Block {
                     expires_at: message.expires_at,
                 },
@@ -519,7 +515,7 @@ mod tests {
         use super::*;
         use ipnet::IpNet;
         use proptest::prelude::*;
-        use queue_message::Source;
+        use queue_message::{NeverBlock, Source};
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
         /// Addresses biased towards the interesting places: special-purpose space, the lab ranges, the
@@ -618,20 +614,21 @@ mod tests {
                 allow_doc in any::<bool>(),
             ) {
                 let now = whole_millis(Utc::now());
-                let policy = policy(allow_doc);
+                let never_block = policy(allow_doc);
+                let policy = Policy::from(never_block.clone());
                 let mut ops = Vec::new();
                 for (group, (targets, block, source, ttl)) in batches.into_iter().enumerate() {
                     let m = message(targets.clone(), block, source, ttl, now);
                     let (o, refused) = message_ops(&m, group, &policy);
                     prop_assert_eq!(o.len() + refused.len(), m.targets.len());
                     for (t, _) in &refused {
-                        prop_assert!(policy.check(t).is_err());
+                        prop_assert!(never_block.check(t).is_err());
                     }
                     ops.extend(o);
                 }
                 let plan = plan(&ops, &HashMap::new(), now, None);
                 for entry in &plan.add {
-                    prop_assert!(policy.check(&entry.target).is_ok(), "{} was staged", entry.target);
+                    prop_assert!(never_block.check(&entry.target).is_ok(), "{} was staged", entry.target);
                     prop_assert!(entry.expires_at > now);
                 }
             }

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::Engine;
@@ -26,8 +25,8 @@ const RETRY: Duration = Duration::from_secs(5);
 /// Runs the expiry task until `shutdown`.
 pub async fn run_expiry(engine: Arc<Engine>, shutdown: CancellationToken) {
     loop {
-        let sleep = match engine.next_expiry() {
-            Ok(Some(at)) => (at - Utc::now())
+        let sleep = match engine.next_expiry().await {
+            Ok(Some(at)) => (at - engine.clock().now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(MAX_SLEEP),
@@ -78,10 +77,10 @@ pub async fn reconcile_once(
 ) -> Result<crate::apply::Reconciled, crate::apply::ApplyError> {
     refresh_host_addresses(engine, runner, protect_host).await;
     let result = engine.reconcile().await?;
-    let now = Utc::now();
+    let now = engine.clock().now();
     let before =
         now - chrono::Duration::from_std(audit_retention).unwrap_or(chrono::Duration::days(365));
-    match engine.store().prune(now, before) {
+    match engine.db().call(move |s| s.prune(now, before)).await {
         Ok(p) if p != Default::default() => tracing::debug!(?p, "State pruned."),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "Pruning the state failed."),
@@ -112,31 +111,42 @@ pub async fn run_reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::EngineParts;
     use crate::backends::dry_run::{DryRun, DryRunConfig};
-    use crate::metrics::{Health, Metrics};
+    use crate::clock::Clock;
+    use crate::health::Health;
     use crate::store::Store;
     use queue_message::{NeverBlock, Target};
+
+    fn engine(dir: &tempfile::TempDir, clock: Clock) -> Engine {
+        Engine::new(EngineParts {
+            backend: Box::new(DryRun::new(DryRunConfig::default())),
+            store: Store::open(&dir.path().join("state.db")).unwrap(),
+            never_block: NeverBlock::new(
+                Vec::new(),
+                vec!["203.0.113.0/24".parse().unwrap()],
+                16,
+                32,
+            ),
+            max_new_per_hour: 100,
+            clock,
+            health: Arc::new(Health::default()),
+        })
+    }
 
     #[tokio::test]
     async fn failed_discovery_keeps_the_previous_host_protections() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::new(
-            Box::new(DryRun::new(DryRunConfig::default())),
-            Store::open(&dir.path().join("state.db")).unwrap(),
-            NeverBlock::new(Vec::new(), vec!["203.0.113.0/24".parse().unwrap()], 16, 32),
-            100,
-            Arc::new(Metrics::default()),
-            Arc::new(Health::default()),
-        );
+        let engine = engine(&dir, Clock::System);
         let host = Target::parse("203.0.113.9").unwrap();
-        assert!(engine.check(&host).is_ok());
+        assert!(engine.policy().screen(&host).is_ok());
         engine.set_host_addresses(vec!["203.0.113.9/32".parse().unwrap()]);
-        assert!(engine.check(&host).is_err());
+        assert!(engine.policy().screen(&host).is_err());
         // Every read fails in a namespace that does not exist: discovery finds nothing.
         let broken = Runner::new(Some("portcullis-test-no-such-netns".to_owned()));
         refresh_host_addresses(&engine, &broken, true).await;
         assert!(
-            engine.check(&host).is_err(),
+            engine.policy().screen(&host).is_err(),
             "the host lost its protection because discovery failed"
         );
     }
@@ -144,30 +154,60 @@ mod tests {
     #[tokio::test]
     async fn the_queue_service_addresses_are_refused_as_own_service() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::new(
-            Box::new(DryRun::new(DryRunConfig::default())),
-            Store::open(&dir.path().join("state.db")).unwrap(),
-            NeverBlock::new(Vec::new(), vec!["203.0.113.0/24".parse().unwrap()], 16, 32),
-            100,
-            Arc::new(Metrics::default()),
-            Arc::new(Health::default()),
-        );
+        let engine = engine(&dir, Clock::System);
         let service = Target::parse("203.0.113.5").unwrap();
-        assert!(engine.check(&service).is_ok());
+        assert!(engine.policy().screen(&service).is_ok());
         // A literal resolves to itself: no DNS needed in the test.
         engine.set_service_hosts(vec!["203.0.113.5".to_owned()]);
         refresh_host_addresses(&engine, &Runner::new(None), false).await;
-        let why = engine.check(&service).unwrap_err();
-        let (code, text) = engine.refusal(&why);
-        assert_eq!(code, "own-service");
-        assert!(text.starts_with("own-service: "), "{text}");
+        let why = engine.policy().screen(&service).unwrap_err();
+        assert_eq!(why.code, "own-service");
+        assert!(why.text.starts_with("own-service: "), "{}", why.text);
         // Covering networks are refused too; neighbours are not.
-        assert!(engine
-            .check(&Target::parse("203.0.113.0/24").unwrap())
+        let policy = engine.policy();
+        assert!(policy
+            .screen(&Target::parse("203.0.113.0/24").unwrap())
             .is_err());
-        assert!(engine.check(&Target::parse("203.0.113.6").unwrap()).is_ok());
+        assert!(policy
+            .screen(&Target::parse("203.0.113.6").unwrap())
+            .is_ok());
         // Host addresses refreshed later keep the service protected.
         engine.set_host_addresses(Vec::new());
-        assert!(engine.check(&service).is_err());
+        assert!(engine.policy().screen(&service).is_err());
+    }
+
+    /// The expiry task sleeps until the earliest expiry and lifts the block then, not before; paused
+    /// tokio time drives both the task's sleep and the engine's clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_block_is_lifted_when_it_expires_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let engine = Arc::new(engine(&dir, Clock::following_tokio(start)));
+        engine.init_backend().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_expiry(Arc::clone(&engine), shutdown.clone()));
+        crate::control::manual_block(&engine, "203.0.113.7", Duration::from_secs(600), None)
+            .await
+            .unwrap();
+        let active = |engine: Arc<Engine>| async move {
+            let now = engine.clock().now();
+            engine
+                .db()
+                .call(move |s| s.active_count(now))
+                .await
+                .unwrap()
+        };
+        tokio::time::sleep(Duration::from_secs(599)).await;
+        assert_eq!(active(Arc::clone(&engine)).await, 1, "lifted early");
+        assert_eq!(engine.firewall_list().await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            active(Arc::clone(&engine)).await,
+            0,
+            "not lifted at its expiry"
+        );
+        assert!(engine.firewall_list().await.unwrap().is_empty());
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -26,16 +26,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use queue_message::{BlockMessage, DecodeError, Queue, Received, SigningKey};
+use queue_message::{Queue, Received, SigningKey};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{ApplyError, Engine, Group, Submission};
+use crate::apply::{ApplyError, Engine, Submission};
 use crate::backends::BackendError;
+use crate::classify::{self, Admitted, Discard, Poison, PoisonReason, Rules, Verdict};
+use crate::clock::Clock;
 use crate::config::QueueSettings;
-use crate::decide::{self, Op};
-use crate::metrics::{Health, Metrics};
-use crate::store::{AuditEvent, EventKind, Seen};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::store::{AuditEvent, EventKind};
 
 /// Messages received per call (the service maximum).
 const RECEIVE_MAX: u8 = 32;
@@ -55,60 +56,22 @@ pub enum Stall {
     Store,
 }
 
-/// Why a message went to the poison queue (metric label and audit reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoisonReason {
-    /// Not a Portcullis message.
-    Malformed,
-    /// A schema version this agent does not know.
-    UnknownVersion,
-    /// No signature.
-    Unsigned,
-    /// Signed with a key the agent does not hold.
-    UnknownKey,
-    /// The signature does not verify.
-    BadSignature,
-    /// A message id applied before, delivered again as a new queue message.
-    Replayed,
-    /// It kept failing.
-    Failed,
-}
-
-impl PoisonReason {
-    /// Metric label.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::UnknownVersion => "unknown-version",
-            Self::Unsigned => "unsigned",
-            Self::UnknownKey => "unknown-key",
-            Self::BadSignature => "bad-signature",
-            Self::Replayed => "replayed",
-            Self::Failed => "failed",
-        }
-    }
-
-    fn from_decode(e: &DecodeError) -> Self {
-        match e {
-            DecodeError::Malformed(_) => Self::Malformed,
-            DecodeError::UnknownVersion(_) => Self::UnknownVersion,
-            DecodeError::Unsigned => Self::Unsigned,
-            DecodeError::UnknownKey(_) => Self::UnknownKey,
-            DecodeError::BadSignature => Self::BadSignature,
-        }
-    }
-}
-
 /// The text put on the poison queue: a few header lines saying why, a blank line, then the original
 /// message unchanged (so it can be inspected or re-sent).
-pub fn poison_text(queue: &str, received: &Received, reason: PoisonReason, detail: &str) -> String {
+pub fn poison_text(
+    queue: &str,
+    received: &Received,
+    reason: PoisonReason,
+    detail: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
     format!(
         "portcullis-poison/1\nreason: {}\ndetail: {}\nqueue: {queue}\nqueue-message-id: {}\ndequeue-count: {}\npoisoned-at: {}\n\n{}",
         reason.code(),
         detail.replace(['\n', '\r'], " "),
         received.id,
         received.dequeue_count,
-        Utc::now().to_rfc3339(),
+        now.to_rfc3339(),
         received.text
     )
 }
@@ -122,10 +85,11 @@ pub struct Consumer {
     engine: Arc<Engine>,
     queue: Queue,
     poison: Queue,
-    keys: Vec<SigningKey>,
+    keys: Arc<[SigningKey]>,
     settings: QueueSettings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    clock: Clock,
 }
 
 /// What one pass over a batch did (for tests and logs).
@@ -153,7 +117,8 @@ impl Consumer {
         let metrics = Arc::clone(engine.metrics());
         let health = Arc::clone(engine.health());
         Self {
-            keys: settings.keys.clone(),
+            keys: Arc::from(settings.keys.clone()),
+            clock: engine.clock(),
             engine,
             queue,
             poison,
@@ -170,8 +135,7 @@ impl Consumer {
 
     fn count_transactions(&self) {
         self.metrics
-            .queue_transactions
-            .set((self.queue.transactions() + self.poison.transactions()) as f64);
+            .set_queue_transactions(self.queue.transactions() + self.poison.transactions());
     }
 
     fn visibility(&self, window: Duration) -> u32 {
@@ -179,7 +143,7 @@ impl Consumer {
         let mut vis = self.settings.visibility_timeout.get() + window;
         if let Some(until) = self.health.snapshot().rate_limited_until {
             // Deferred messages come back when the budget has room again (at most an hour).
-            let wait = (until - Utc::now()).to_std().unwrap_or_default();
+            let wait = (until - self.clock.now()).to_std().unwrap_or_default();
             vis = vis.max(wait.min(Duration::from_secs(3600)));
         }
         u32::try_from(vis.as_secs().max(1)).unwrap_or(u32::MAX)
@@ -188,9 +152,13 @@ impl Consumer {
     async fn receive(&self, max: u8, vis: u32) -> Result<Vec<Received>, queue_message::QueueError> {
         let started = Instant::now();
         let result = self.queue.receive(max, vis).await;
-        self.metrics.poll_duration.observe(started.elapsed());
+        self.metrics
+            .poll_duration
+            .observe(started.elapsed().as_secs_f64());
         self.count_transactions();
-        self.metrics.last_poll.set(Utc::now().timestamp() as f64);
+        self.metrics
+            .last_poll
+            .set(self.clock.now().timestamp() as f64);
         match &result {
             Ok(_) => self.health.queue_ok(),
             Err(e) => {
@@ -283,17 +251,20 @@ impl Consumer {
             *backoff = (*backoff * 2).min(STALL_PROBE_MAX);
             let probe = match stall {
                 Stall::Backend => self.engine.healthcheck().await.map_err(|e| e.to_string()),
-                Stall::Store => self
-                    .engine
-                    .store()
-                    .set_meta("last_store_probe_at", Utc::now().to_rfc3339())
-                    .map_err(|e| e.to_string()),
+                Stall::Store => {
+                    let now = self.clock.now().to_rfc3339();
+                    self.engine
+                        .db()
+                        .call(move |s| s.set_meta("last_store_probe_at", now))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             };
             match probe {
                 Ok(()) => {
                     if stall == Stall::Backend {
                         // Reachable again; a failing commit stays reported until a commit succeeds.
-                        self.health.backend_ok(false);
+                        self.health.backend_reachable();
                     }
                     tracing::info!(recovered = ?stall, "Recovered; receiving messages again.");
                     return;
@@ -341,6 +312,111 @@ impl Consumer {
         );
     }
 
+    /// Classifies the batch against the state, on the state database's thread.
+    async fn classify(&self, batch: &[Received]) -> Vec<Verdict> {
+        let rules = Rules {
+            keys: Arc::clone(&self.keys),
+            policy: self.engine.policy(),
+            max_dequeue_count: self.settings.max_dequeue_count,
+            now: self.clock.now(),
+        };
+        let n = batch.len();
+        let owned = batch.to_vec();
+        let verdicts = self
+            .engine
+            .db()
+            .call(move |store| Ok(classify::classify(&owned, &rules, store)))
+            .await;
+        verdicts.unwrap_or_else(|e| vec![Verdict::Keep(e.to_string()); n])
+    }
+
+    /// Verifies, applies and deletes one batch of received messages: classify every message (pure, see
+    /// [`classify`]), perform the poison, discard and keep verdicts, then apply the admitted messages in
+    /// one commit and the suspects one at a time after them.
+    pub async fn process(&self, batch: Vec<Received>) -> Pass {
+        let mut pass = Pass {
+            received: batch.len(),
+            ..Pass::default()
+        };
+        self.metrics.messages_received.inc_by(batch.len() as u64);
+        let verdicts = self.classify(&batch).await;
+        let mut admitted: Vec<(Received, Admitted)> = Vec::new();
+        for (r, verdict) in batch.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Apply(a) => {
+                    self.count_refusals(&a);
+                    admitted.push((r, *a));
+                }
+                Verdict::Poison(p) => self.poison(&r, &p, &mut pass).await,
+                Verdict::Discard(d) => self.discard(&r, d, &mut pass).await,
+                Verdict::Keep(why) => {
+                    tracing::error!(error = %why, "State database unavailable; leaving the message queued.");
+                    pass.kept += 1;
+                    pass.stalled = Some(Stall::Store);
+                }
+            }
+        }
+        let (suspects, rest): (Vec<_>, Vec<_>) = admitted.into_iter().partition(|(_, a)| a.suspect);
+        if !rest.is_empty() {
+            let (members, admitted): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
+            self.apply_members(Submission::of_messages(admitted), members, &mut pass)
+                .await;
+        }
+        for (r, a) in suspects {
+            self.apply_alone(r, a, &mut pass).await;
+        }
+        pass
+    }
+
+    fn count_refusals(&self, admitted: &Admitted) {
+        for (target, why) in &admitted.refused {
+            self.metrics.blocks_refused.add(why.code, 1);
+            tracing::warn!(%target, reason = %why.text, "Target refused by the never-block policy.");
+        }
+    }
+
+    /// A message past its deliveries gets one attempt on its own, marked first so that a crash during
+    /// it is pinned on this message alone.
+    async fn apply_alone(&self, r: Received, admitted: Admitted, pass: &mut Pass) {
+        if pass.stalled.is_some() {
+            self.excuse(
+                &[r],
+                "not tried: the firewall or the agent is failing",
+                pass,
+            )
+            .await;
+            return;
+        }
+        let (id, now) = (r.id.clone(), self.clock.now());
+        let marked = self
+            .engine
+            .db()
+            .call(move |s| s.note_solo_attempt(&id, now))
+            .await;
+        if let Err(e) = marked {
+            tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
+            pass.kept += 1;
+            pass.stalled = Some(Stall::Store);
+            return;
+        }
+        tracing::warn!(queue_message_id = %r.id, dequeue_count = r.dequeue_count,
+            "Message past its deliveries; trying it on its own before giving up on it.");
+        self.apply_members(Submission::of_messages([admitted]), vec![r], pass)
+            .await;
+    }
+
+    /// Appends one audit event; a failure is logged (the side effect it describes still happens).
+    async fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self
+            .engine
+            .db()
+            .call(move |s| s.append_audit(vec![event]))
+            .await
+        {
+            tracing::error!(error = %e, "Cannot write the audit log.");
+        }
+    }
+
     async fn delete(&self, r: &Received) {
         if let Err(e) = self.queue.delete(&r.id, &r.pop_receipt).await {
             self.metrics.queue_errors.inc();
@@ -349,268 +425,64 @@ impl Consumer {
         }
     }
 
-    async fn poison(
-        &self,
-        r: &Received,
-        reason: PoisonReason,
-        detail: &str,
-        message_id: Option<String>,
-    ) -> bool {
-        // Audit first: a crash after the send or the delete must not lose the record of why (a crash
-        // before them redelivers the message and audits it again).
-        let mut event = AuditEvent::new(EventKind::Poisoned, Utc::now())
+    /// Audit, send to the poison queue, delete — in that order: a crash after the send or the delete must
+    /// not lose the record of why (a crash before them redelivers the message and audits it again). If
+    /// the poison queue cannot be written the message stays queued.
+    async fn poison(&self, r: &Received, p: &Poison, pass: &mut Pass) {
+        let now = self.clock.now();
+        let mut event = AuditEvent::new(EventKind::Poisoned, now)
             .queue_message(r.id.clone())
-            .reason(format!("{}: {detail}", reason.code()));
-        if let Some(id) = message_id {
-            event = event.message(id);
+            .reason(format!("{}: {}", p.reason.code(), p.detail));
+        if let Some(id) = &p.message_id {
+            event = event.message(id.clone());
         }
-        if let Err(e) = self.engine.store().append_audit(&[event]) {
-            tracing::error!(error = %e, "Cannot write the audit log.");
-        }
-        let text = poison_text(self.queue.name(), r, reason, detail);
+        self.audit(event).await;
+        let text = poison_text(self.queue.name(), r, p.reason, &p.detail, now);
         if let Err(e) = self.poison.send(&text, POISON_TTL_SECS).await {
             self.metrics.queue_errors.inc();
             self.health.poison_failed(&e.to_string());
             tracing::error!(error = %e, poison_queue = %self.poison.name(), queue_message_id = %r.id,
                 "Cannot write to the poison queue; the message stays queued.");
-            return false;
+            pass.kept += 1;
+            return;
         }
         self.health.poison_ok();
         self.delete(r).await;
-        self.metrics.messages_poisoned.add(reason.code(), 1);
-        tracing::warn!(reason = reason.code(), detail, queue_message_id = %r.id, "Message moved to the poison queue.");
-        true
+        self.metrics.messages_poisoned.add(p.reason.code(), 1);
+        tracing::warn!(reason = p.reason.code(), detail = %p.detail, queue_message_id = %r.id, "Message moved to the poison queue.");
+        pass.poisoned += 1;
     }
 
-    async fn discard(
-        &self,
-        r: &Received,
-        reason: &'static str,
-        detail: String,
-        message_id: String,
-    ) {
-        // Audit first, then delete: a crash in between redelivers and audits again, never loses it.
-        let event = AuditEvent::new(EventKind::Discarded, Utc::now())
+    /// Audit, then delete: a crash in between redelivers and audits again, never loses it.
+    async fn discard(&self, r: &Received, d: Discard, pass: &mut Pass) {
+        let reason = d.reason.code();
+        let event = AuditEvent::new(EventKind::Discarded, self.clock.now())
             .queue_message(r.id.clone())
-            .message(message_id)
-            .reason(format!("{reason}: {detail}"));
-        if let Err(e) = self.engine.store().append_audit(&[event]) {
-            tracing::error!(error = %e, "Cannot write the audit log.");
-        }
+            .message(d.message_id)
+            .reason(format!("{reason}: {}", d.detail));
+        self.audit(event).await;
         self.delete(r).await;
         self.metrics.messages_discarded.add(reason, 1);
-        tracing::info!(reason, detail, queue_message_id = %r.id, "Message deleted without effect.");
-    }
-
-    /// Verifies, applies and deletes one batch of received messages.
-    pub async fn process(&self, batch: Vec<Received>) -> Pass {
-        let mut pass = Pass {
-            received: batch.len(),
-            ..Pass::default()
-        };
-        self.metrics.messages_received.add(batch.len() as u64);
-        let now = Utc::now();
-        let mut submission = Submission {
-            rate_limited: true,
-            ..Submission::default()
-        };
-        let mut members: Vec<Received> = Vec::new();
-        // Members past their deliveries: applied one at a time after the others.
-        let mut suspects: Vec<usize> = Vec::new();
-        let mut ids_in_batch: HashSet<uuid::Uuid> = HashSet::new();
-        let policy = self.engine.policy();
-        for r in batch {
-            let delivery = match self.engine.store().delivery(&r.id) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
-                    pass.kept += 1;
-                    pass.stalled = Some(Stall::Store);
-                    continue;
-                }
-            };
-            let deliveries = r.dequeue_count.saturating_sub(delivery.deferrals);
-            let suspect = deliveries > self.settings.max_dequeue_count;
-            if suspect && delivery.last_error.as_deref() == Some(crate::store::SOLO_ATTEMPT) {
-                // It was being applied on its own when the agent stopped: this message stops the agent.
-                let detail = format!(
-                    "delivered {deliveries} times without success; the agent stopped while applying it on its own"
-                );
-                if self.poison(&r, PoisonReason::Failed, &detail, None).await {
-                    pass.poisoned += 1;
-                } else {
-                    pass.kept += 1;
-                }
-                continue;
-            }
-            let message = match BlockMessage::decode(&r.text, &self.keys) {
-                Ok(m) => m,
-                Err(e) => {
-                    if self
-                        .poison(&r, PoisonReason::from_decode(&e), &e.to_string(), None)
-                        .await
-                    {
-                        pass.poisoned += 1;
-                    } else {
-                        pass.kept += 1;
-                    }
-                    continue;
-                }
-            };
-            let message_id = message.id.to_string();
-            let seen = self.engine.store().seen(&message_id);
-            match seen {
-                Ok(Some(q)) if q == r.id => {
-                    self.discard(
-                        &r,
-                        "redelivered",
-                        "already applied before the agent could delete it".to_owned(),
-                        message_id,
-                    )
-                    .await;
-                    pass.discarded += 1;
-                    continue;
-                }
-                Ok(Some(q)) => {
-                    let detail =
-                        format!("message {message_id} was already applied from queue message {q}");
-                    if self
-                        .poison(&r, PoisonReason::Replayed, &detail, Some(message_id))
-                        .await
-                    {
-                        pass.poisoned += 1;
-                    } else {
-                        pass.kept += 1;
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
-                    pass.kept += 1;
-                    pass.stalled = Some(Stall::Store);
-                    continue;
-                }
-            }
-            if !ids_in_batch.insert(message.id) {
-                let detail = format!("message {message_id} appears twice in one batch");
-                if self
-                    .poison(&r, PoisonReason::Replayed, &detail, Some(message_id))
-                    .await
-                {
-                    pass.poisoned += 1;
-                } else {
-                    pass.kept += 1;
-                }
-                continue;
-            }
-            if message.expires_at <= now {
-                let detail = format!(
-                    "its {} expired at {}",
-                    message.action,
-                    message.expires_at.to_rfc3339()
-                );
-                self.discard(&r, "expired", detail, message_id).await;
-                pass.discarded += 1;
-                continue;
-            }
-            let group = submission.groups.len();
-            let claim = message.source.claim_key();
-            let mut events = vec![AuditEvent::new(EventKind::Received, now)
-                .queue_message(r.id.clone())
-                .message(message_id.clone())
-                .claim(claim.clone())
-                .reason(message.reason.clone())
-                .detail(format!(
-                    "{} of {} target(s) from {}{}",
-                    message.action,
-                    message.targets.len(),
-                    message.source.kind,
-                    message
-                        .source
-                        .url
-                        .as_deref()
-                        .map(|u| format!(" ({u})"))
-                        .unwrap_or_default()
-                ))];
-            let (ops, refused) = decide::message_ops(&message, group, &policy);
-            for (target, why) in refused {
-                let (code, why) = self.engine.refusal(&why);
-                self.metrics.blocks_refused.add(code, 1);
-                tracing::warn!(%target, reason = %why, "Target refused by the never-block policy.");
-                events.push(
-                    AuditEvent::new(EventKind::Refused, now)
-                        .target(&target)
-                        .claim(claim.clone())
-                        .message(message_id.clone())
-                        .reason(why),
-                );
-            }
-            submission.ops.extend(ops);
-            submission.groups.push(Group {
-                queue_message_id: Some(r.id.clone()),
-                seen: Some(Seen {
-                    message_id,
-                    queue_message_id: r.id.clone(),
-                    expires_at: message.expires_at,
-                }),
-                events,
-            });
-            if suspect {
-                suspects.push(members.len());
-            }
-            members.push(r);
-        }
-        if members.is_empty() {
-            return pass;
-        }
-        if suspects.is_empty() {
-            self.apply_members(submission, members, &mut pass).await;
-            return pass;
-        }
-        let rest: Vec<usize> = (0..members.len())
-            .filter(|i| !suspects.contains(i))
-            .collect();
-        let mut members: Vec<Option<Received>> = members.into_iter().map(Some).collect();
-        if !rest.is_empty() {
-            let batch = rest.iter().filter_map(|&i| members[i].take()).collect();
-            self.apply_members(subset(&submission, &rest), batch, &mut pass)
-                .await;
-        }
-        for i in suspects {
-            let Some(r) = members[i].take() else { continue };
-            if pass.stalled.is_some() {
-                self.excuse(
-                    &[r],
-                    "not tried: the firewall or the agent is failing",
-                    &mut pass,
-                );
-                continue;
-            }
-            // Recorded first, so a crash during this attempt is pinned on this message alone.
-            if let Err(e) = self.engine.store().note_solo_attempt(&r.id, Utc::now()) {
-                tracing::error!(error = %e, "State database unavailable; leaving the message queued.");
-                pass.kept += 1;
-                pass.stalled = Some(Stall::Store);
-                continue;
-            }
-            tracing::warn!(queue_message_id = %r.id, dequeue_count = r.dequeue_count,
-                "Message past its deliveries; trying it on its own before giving up on it.");
-            self.apply_members(subset(&submission, &[i]), vec![r], &mut pass)
-                .await;
-        }
-        pass
+        tracing::info!(reason, detail = %d.detail, queue_message_id = %r.id, "Message deleted without effect.");
+        pass.discarded += 1;
     }
 
     /// Leaves messages queued without counting this delivery against them (outage, agent trouble).
-    fn excuse(&self, members: &[Received], error: &str, pass: &mut Pass) {
+    async fn excuse(&self, members: &[Received], error: &str, pass: &mut Pass) {
         let ids: Vec<String> = members.iter().map(|r| r.id.clone()).collect();
-        if let Err(e) = self.engine.store().note_excused(&ids, error, Utc::now()) {
+        let (error, now) = (error.to_owned(), self.clock.now());
+        let noted = self
+            .engine
+            .db()
+            .call(move |s| s.note_excused(&ids, &error, now))
+            .await;
+        if let Err(e) = noted {
             tracing::error!(error = %e, "Cannot record the excused deliveries.");
         }
         pass.kept += members.len();
     }
 
+    /// Applies `submission` (group `i` is `members[i]`): firewall, then state, then the deletes.
     async fn apply_members(&self, submission: Submission, members: Vec<Received>, pass: &mut Pass) {
         match self.engine.apply(&submission).await {
             Ok(applied) => {
@@ -629,14 +501,15 @@ impl Consumer {
                 tracing::warn!(error = %why, messages = members.len(), "Firewall rejected the batch; retrying its messages one by one.");
                 let mut left = members.into_iter().enumerate();
                 for (i, r) in left.by_ref() {
-                    Box::pin(self.apply_members(subset(&submission, &[i]), vec![r], pass)).await;
+                    Box::pin(self.apply_members(submission.subset(&[i]), vec![r], pass)).await;
                     if pass.stalled.is_some() {
                         break;
                     }
                 }
                 let rest: Vec<Received> = left.map(|(_, r)| r).collect();
                 if !rest.is_empty() {
-                    self.excuse(&rest, "not tried: the firewall is failing", pass);
+                    self.excuse(&rest, "not tried: the firewall is failing", pass)
+                        .await;
                 }
             }
             Err(ApplyError::Store(e)) => {
@@ -645,83 +518,74 @@ impl Consumer {
                 pass.failed = true;
                 pass.stalled = Some(Stall::Store);
                 tracing::error!(error = %e, messages = members.len(), "State database failed; the messages stay queued.");
-                self.excuse(&members, &format!("state database: {e}"), pass);
+                self.excuse(&members, &format!("state database: {e}"), pass)
+                    .await;
             }
-            Err(ApplyError::Backend(e)) => {
-                pass.failed = true;
-                let error = e.to_string();
-                // A rejection is the message's fault only if the firewall is otherwise healthy; anything
-                // else (unreachable, misconfigured, failing its healthcheck) is an outage.
-                let message_specific = matches!(e, BackendError::Rejected(_))
-                    && self.engine.healthcheck().await.is_ok();
-                tracing::error!(error = %error, messages = members.len(), message_specific, "Applying the batch failed.");
-                let ids: Vec<String> = members.iter().map(|r| r.id.clone()).collect();
-                let now = Utc::now();
-                {
-                    let mut store = self.engine.store();
-                    let _ = store.set_meta("last_error", format!("{} {error}", now.to_rfc3339()));
-                    let events: Vec<AuditEvent> = ids
-                        .iter()
-                        .map(|id| {
-                            AuditEvent::new(EventKind::Failed, now)
-                                .queue_message(id.clone())
-                                .reason(error.clone())
-                        })
-                        .collect();
-                    let _ = store.append_audit(&events);
-                }
-                if message_specific {
-                    self.health.commit_rejection_was_the_message();
-                } else {
-                    pass.stalled = Some(Stall::Backend);
-                    self.excuse(&members, &error, pass);
-                    return;
-                }
-                let _ = self.engine.store().note_failures(&ids, &error, now);
-                for r in members {
-                    let deferrals = self
-                        .engine
-                        .store()
-                        .delivery(&r.id)
-                        .map(|d| d.deferrals)
-                        .unwrap_or(0);
-                    let deliveries = r.dequeue_count.saturating_sub(deferrals);
-                    if deliveries >= self.settings.max_dequeue_count {
-                        let detail = format!(
-                            "rejected by the firewall on {deliveries} deliveries; last error: {error}"
-                        );
-                        if self.poison(&r, PoisonReason::Failed, &detail, None).await {
-                            pass.poisoned += 1;
-                            continue;
-                        }
-                    }
-                    pass.kept += 1;
-                }
-            }
+            Err(ApplyError::Backend(e)) => self.commit_failed(&e, members, pass).await,
         }
     }
-}
 
-/// The part of `submission` that came from the groups `keep`, renumbered in that order.
-fn subset(submission: &Submission, keep: &[usize]) -> Submission {
-    let renumber: std::collections::HashMap<usize, usize> = keep
-        .iter()
-        .enumerate()
-        .map(|(new, &old)| (old, new))
-        .collect();
-    Submission {
-        ops: submission
-            .ops
+    /// A failed commit: the messages' fault only if the firewall rejected them and is otherwise healthy
+    /// (then each counts a failure and is poisoned at its limit); anything else (unreachable,
+    /// misconfigured, failing its healthcheck) is an outage that excuses them and stalls the consumer.
+    async fn commit_failed(&self, e: &BackendError, members: Vec<Received>, pass: &mut Pass) {
+        pass.failed = true;
+        let error = e.to_string();
+        let message_specific =
+            matches!(e, BackendError::Rejected(_)) && self.engine.healthcheck().await.is_ok();
+        tracing::error!(error = %error, messages = members.len(), message_specific, "Applying the batch failed.");
+        let ids: Vec<String> = members.iter().map(|r| r.id.clone()).collect();
+        let now = self.clock.now();
+        let events: Vec<AuditEvent> = ids
             .iter()
-            .filter_map(|op| {
-                renumber.get(&op.group).map(|&group| Op {
-                    group,
-                    ..op.clone()
-                })
+            .map(|id| {
+                AuditEvent::new(EventKind::Failed, now)
+                    .queue_message(id.clone())
+                    .reason(error.clone())
             })
-            .collect(),
-        groups: keep.iter().map(|&i| submission.groups[i].clone()).collect(),
-        rate_limited: submission.rate_limited,
+            .collect();
+        let last_error = format!("{} {error}", now.to_rfc3339());
+        let noted = self.engine.db().call(move |s| {
+            s.set_meta("last_error", last_error)?;
+            s.append_audit(events)
+        });
+        if let Err(e) = noted.await {
+            tracing::error!(error = %e, "Cannot record the failed commit.");
+        }
+        if !message_specific {
+            pass.stalled = Some(Stall::Backend);
+            self.excuse(&members, &error, pass).await;
+            return;
+        }
+        self.health.commit_rejected_for_content();
+        let counted = {
+            let error = error.clone();
+            self.engine.db().call(move |s| {
+                s.note_failures(&ids, &error, now)?;
+                ids.iter()
+                    .map(|id| s.delivery(id).map(|d| d.deferrals))
+                    .collect::<Result<Vec<u32>, _>>()
+            })
+        };
+        let deferrals = counted.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "Cannot count the failed deliveries.");
+            vec![0; members.len()]
+        });
+        for (r, deferrals) in members.into_iter().zip(deferrals) {
+            let deliveries = r.dequeue_count.saturating_sub(deferrals);
+            if classify::poison_after_rejection(deliveries, self.settings.max_dequeue_count) {
+                let poison = Poison {
+                    reason: PoisonReason::Failed,
+                    detail: format!(
+                        "rejected by the firewall on {deliveries} deliveries; last error: {error}"
+                    ),
+                    message_id: None,
+                };
+                self.poison(&r, &poison, pass).await;
+            } else {
+                pass.kept += 1;
+            }
+        }
     }
 }
 
@@ -749,6 +613,7 @@ mod tests {
             &r,
             PoisonReason::BadSignature,
             "bad\nsignature",
+            chrono::Utc::now(),
         );
         let (head, body) = text.split_once("\n\n").unwrap();
         assert!(

@@ -16,8 +16,18 @@ pub struct Span(pub Duration);
 
 /// Why a duration text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a duration (examples: 90s, 5m, 12h, 7d, 1h30m, PT5M, P7D)")]
+#[error(
+    "`{0}` is not a duration of at most 100 years (examples: 90s, 5m, 12h, 7d, 1h30m, PT5M, P7D)"
+)]
 pub struct SpanError(String);
+
+/// The longest span accepted: the handler's limit for ISO-8601 durations
+/// ([`queue_message::duration::MAX_DURATION_DAYS`], 100 years). A span is added to the current time
+/// (`block --for`) or subtracted from it (`--since`), and `chrono` panics when that leaves its range, so
+/// an absurd length is refused here, where it is typed (issue 9 item 8: `--for 99999999999999`
+/// panicked).
+pub const MAX_SPAN: Duration =
+    Duration::from_secs(queue_message::duration::MAX_DURATION_DAYS.unsigned_abs() * 86_400);
 
 impl Span {
     /// Seconds.
@@ -35,8 +45,17 @@ impl Span {
         self.0
     }
 
-    /// Parses `90s`, `5m`, `1h30m`, `7d`, `2w`, `250ms`, a bare number of seconds, or ISO-8601 (`PT5M`).
+    /// Parses `90s`, `5m`, `1h30m`, `7d`, `2w`, `250ms`, a bare number of seconds, or ISO-8601 (`PT5M`);
+    /// at most [`MAX_SPAN`].
     pub fn parse(text: &str) -> Result<Self, SpanError> {
+        let span = Self::parse_unbounded(text)?;
+        if span.0 > MAX_SPAN {
+            return Err(SpanError(text.to_owned()));
+        }
+        Ok(span)
+    }
+
+    fn parse_unbounded(text: &str) -> Result<Self, SpanError> {
         let err = || SpanError(text.to_owned());
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -78,7 +97,9 @@ impl Span {
             if !secs.is_finite() || !(0.0..1.0e11).contains(&secs) {
                 return Err(err());
             }
-            total += Duration::from_secs_f64(secs);
+            total = total
+                .checked_add(Duration::from_secs_f64(secs))
+                .ok_or_else(err)?;
         }
         Ok(Self(total))
     }
@@ -121,7 +142,8 @@ impl<'de> Deserialize<'de> for Span {
             Text(String),
         }
         match Raw::deserialize(deserializer)? {
-            Raw::Secs(secs) => Ok(Self::secs(secs)),
+            Raw::Secs(secs) if Duration::from_secs(secs) <= MAX_SPAN => Ok(Self::secs(secs)),
+            Raw::Secs(secs) => Err(serde::de::Error::custom(SpanError(secs.to_string()))),
             Raw::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
         }
     }
@@ -143,6 +165,32 @@ mod tests {
         assert_eq!(Span::parse("42").unwrap(), Span::secs(42));
         assert_eq!(Span::parse("PT5M").unwrap(), Span::secs(300));
         assert_eq!(Span::parse("P1D").unwrap(), Span::secs(86_400));
+    }
+
+    /// Issue 9 item 8: `block --for 99999999999999` panicked adding the span to the current time.
+    #[test]
+    fn spans_longer_than_100_years_are_refused() {
+        for huge in [
+            "99999999999999",
+            "18446744073709551615",
+            "99999999999d",
+            "36526d",
+            "P36526D",
+            "5000000w",
+            "99999999999s99999999999s",
+        ] {
+            assert!(Span::parse(huge).is_err(), "{huge}");
+        }
+        assert_eq!(Span::parse("36525d").unwrap().get(), MAX_SPAN);
+        let now = chrono::Utc::now();
+        let max = chrono::Duration::from_std(MAX_SPAN).unwrap();
+        assert!(now.checked_add_signed(max).is_some() && now.checked_sub_signed(max).is_some());
+        #[derive(Deserialize, Debug)]
+        struct T {
+            #[allow(dead_code)]
+            a: Span,
+        }
+        assert!(toml::from_str::<T>("a = 99999999999999").is_err());
     }
 
     #[test]

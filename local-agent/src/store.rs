@@ -100,6 +100,9 @@ pub enum StoreError {
     /// A stored value does not parse (hand-edited database).
     #[error("state database holds an unreadable value: {0}")]
     Corrupt(String),
+    /// The blocking thread that runs database calls could not run this one (the runtime is stopping).
+    #[error("state database call not run: {0}")]
+    Unavailable(String),
 }
 
 /// Kinds of audit events.
@@ -277,9 +280,12 @@ pub struct Delivery {
 
 /// Everything recorded after one successful firewall commit, in one transaction.
 #[derive(Debug, Default)]
-pub struct Record<'a> {
-    /// New claims of every touched target (empty = no claim, no block).
-    pub claims: Option<&'a BTreeMap<Target, Claims>>,
+pub struct Record {
+    /// When it happened (from the engine's clock; the store reads no clock of its own). Stamps new blocks
+    /// and seen ids; the default (the epoch) is only right for records that hold neither.
+    pub at: DateTime<Utc>,
+    /// New claims of every touched target (no claims = no block).
+    pub claims: BTreeMap<Target, Claims>,
     /// Audit events.
     pub events: Vec<AuditEvent>,
     /// Per-target audit events.
@@ -710,21 +716,22 @@ impl Store {
         Ok(())
     }
 
-    /// Appends audit events on their own (events that need no other change).
-    pub fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    /// Appends audit events on their own (events that need no other change; each carries its time).
+    pub fn append_audit(&mut self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
         self.record(&Record {
-            events: events.to_vec(),
+            events,
             ..Record::default()
         })
     }
 
     /// Records the outcome of a commit in one transaction: claims and blocks of the touched targets,
     /// audit events, seen ids, finished deliveries, meta values.
-    pub fn record(&mut self, record: &Record<'_>) -> Result<(), StoreError> {
-        let now = Utc::now();
+    pub fn record(&mut self, record: &Record) -> Result<(), StoreError> {
+        let now = record.at;
         let tx = self.conn.transaction()?;
         {
-            if let Some(claims) = record.claims {
+            if !record.claims.is_empty() {
+                let claims = &record.claims;
                 let mut delete_claims =
                     tx.prepare_cached("DELETE FROM claims WHERE target = ?1")?;
                 let mut insert_claim = tx.prepare_cached(
@@ -957,7 +964,8 @@ mod tests {
         );
         touched.insert(t("198.51.100.8"), Claims::new());
         s.record(&Record {
-            claims: Some(&touched),
+            claims: touched.clone(),
+            at: now,
             events: vec![AuditEvent::new(EventKind::Received, now).message("m1")],
             target_events: vec![TargetEvent {
                 kind: EventKind::Blocked,
@@ -1030,7 +1038,8 @@ mod tests {
         let mut touched = BTreeMap::new();
         touched.insert(t("198.51.100.7"), Claims::new());
         s.record(&Record {
-            claims: Some(&touched),
+            claims: touched.clone(),
+            at: now,
             ..Record::default()
         })
         .unwrap();
@@ -1092,7 +1101,7 @@ mod tests {
         let mut s = Store::open(&path).unwrap();
         let now = Utc::now();
         let old = now - Duration::days(400);
-        s.append_audit(&[
+        s.append_audit(vec![
             AuditEvent::new(EventKind::Refused, old).target(&t("10.0.0.1")),
             AuditEvent::new(EventKind::Blocked, now).target(&t("198.51.100.7")),
             AuditEvent::new(EventKind::Expired, now).target(&t("198.51.100.7")),
@@ -1108,6 +1117,7 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, "expired");
         s.record(&Record {
+            at: now,
             seen: vec![Seen {
                 message_id: "m".to_owned(),
                 queue_message_id: "q".to_owned(),

@@ -5,7 +5,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use queue_message::LogFormat;
 
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(format: LogFormat, level: &str, daemon: bool) {

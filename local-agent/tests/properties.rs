@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use ipnet::IpNet;
-use portcullis_agent::apply::{Engine, Group, Submission};
+use portcullis_agent::apply::{Engine, EngineParts, Group, Submission};
 use portcullis_agent::backends::dry_run::{DryRun, DryRunConfig};
 use portcullis_agent::backends::nftables::{Nftables, NftablesConfig};
 use portcullis_agent::backends::Backend;
+use portcullis_agent::clock::Clock;
 use portcullis_agent::decide::{Intent, Op};
-use portcullis_agent::metrics::{Health, Metrics};
+use portcullis_agent::health::Health;
 use portcullis_agent::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -82,22 +83,24 @@ fn engine(backend: Box<dyn Backend>, dir: &tempfile::TempDir) -> Engine {
         32,
     );
     let store = Store::open(&dir.path().join("state.db")).unwrap();
-    Engine::new(
+    Engine::new(EngineParts {
         backend,
         store,
-        policy,
-        100_000,
-        Arc::new(Metrics::default()),
-        Arc::new(Health::default()),
-    )
+        never_block: policy,
+        max_new_per_hour: 100_000,
+        clock: Clock::System,
+        health: Arc::new(Health::default()),
+    })
 }
 
 async fn snapshot(engine: &Engine) -> (Vec<Target>, Vec<(Target, i64)>) {
     let mut held = engine.firewall_list().await.unwrap();
     held.sort();
+    let now = engine.clock().now();
     let mut active: Vec<(Target, i64)> = engine
-        .store()
-        .active_blocks(Utc::now())
+        .db()
+        .call(move |s| s.active_blocks(now))
+        .await
         .unwrap()
         .into_iter()
         .map(|(t, e)| (t, e.timestamp_millis()))

@@ -65,11 +65,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// The claim key the agent keeps per target: one claim per source kind and id.
+    /// The claim key the agent keeps per target: one claim per source kind and id, lower-cased.
+    ///
+    /// Azure resource ids are case-insensitive and real payloads spell the same incident both
+    /// `…/Incidents/<id>` and `…/incidents/<id>` (the trigger vs the ARM API), as do GUIDs; an unblock must
+    /// find the block's claim whichever spelling each message carried (issue 9 item 9). Claims stored by
+    /// an older agent under a mixed-case key are not renamed here: they end at their expiry.
     pub fn claim_key(&self) -> String {
         match &self.id {
-            Some(id) => format!("{}:{id}", self.kind),
-            None => self.kind.clone(),
+            Some(id) => format!("{}:{id}", self.kind).to_lowercase(),
+            None => self.kind.to_lowercase(),
         }
     }
 }
@@ -124,11 +129,13 @@ struct Wire {
     sig: String,
 }
 
-fn timestamp(t: &DateTime<Utc>) -> String {
+/// The one spelling of a timestamp on the wire: RFC 3339, whole seconds, `Z`.
+pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn parse_timestamp(text: &str, field: &'static str) -> Result<DateTime<Utc>, DecodeError> {
+/// Parses a wire timestamp, refusing every spelling but the canonical one.
+pub(crate) fn parse_timestamp(text: &str, field: &str) -> Result<DateTime<Utc>, DecodeError> {
     let parsed = DateTime::parse_from_rfc3339(text)
         .map_err(|_| DecodeError::Malformed(format!("`{field}` is not an RFC 3339 timestamp")))?
         .with_timezone(&Utc);
@@ -202,6 +209,58 @@ impl SigningKey {
         mac.update(bytes);
         mac
     }
+
+    /// The base64 HMAC-SHA256 of `canonical` (the `sig` field of every signed Portcullis message).
+    pub(crate) fn sign(&self, canonical: &[u8]) -> String {
+        BASE64.encode(self.mac(canonical).finalize().into_bytes())
+    }
+
+    /// Checks a base64 `sig` against `canonical`, in constant time.
+    pub(crate) fn verify(&self, canonical: &[u8], sig: &str) -> Result<(), DecodeError> {
+        let sig = BASE64.decode(sig).map_err(|_| DecodeError::BadSignature)?;
+        self.mac(canonical)
+            .verify_slice(&sig)
+            .map_err(|_| DecodeError::BadSignature)
+    }
+}
+
+/// The first steps every signed message shares: unwrap base64 (the Functions queue extension's default
+/// encoding), parse JSON, check the version `v` and that there is a `sig`.
+pub(crate) fn parse_signed_json(text: &str) -> Result<serde_json::Value, DecodeError> {
+    let trimmed = text.trim();
+    let owned;
+    let json = if trimmed.starts_with('{') {
+        trimmed
+    } else {
+        let bytes = BASE64
+            .decode(trimmed)
+            .map_err(|_| DecodeError::Malformed("neither JSON nor base64".to_owned()))?;
+        owned = String::from_utf8(bytes).map_err(|_| {
+            DecodeError::Malformed("base64 of something other than UTF-8".to_owned())
+        })?;
+        owned.as_str()
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+        Some(v) => return Err(DecodeError::UnknownVersion(v)),
+        None => return Err(DecodeError::Malformed("no version field `v`".to_owned())),
+    }
+    if value.get("sig").is_none() {
+        return Err(DecodeError::Unsigned);
+    }
+    Ok(value)
+}
+
+/// The key among `keys` whose id is `kid`.
+pub(crate) fn find_key<'a>(
+    keys: &'a [SigningKey],
+    kid: &str,
+) -> Result<&'a SigningKey, DecodeError> {
+    keys.iter()
+        .find(|k| k.id() == kid)
+        .ok_or_else(|| DecodeError::UnknownKey(kid.to_owned()))
 }
 
 /// Why a received message was refused. Every variant is a reason to move the message to the poison queue.
@@ -246,11 +305,7 @@ impl BlockMessage {
 
     /// Signs and encodes the message as the queue message text.
     pub fn encode(&self, key: &SigningKey) -> String {
-        let sig = BASE64.encode(
-            key.mac(&self.canonical_bytes(key.id()))
-                .finalize()
-                .into_bytes(),
-        );
+        let sig = key.sign(&self.canonical_bytes(key.id()));
         let wire = Wire {
             v: SCHEMA_VERSION,
             id: self.id,
@@ -270,35 +325,10 @@ impl BlockMessage {
     /// Text that is not JSON but base64 of JSON (the Functions queue extension's default encoding) is
     /// accepted too.
     pub fn decode(text: &str, keys: &[SigningKey]) -> Result<Self, DecodeError> {
-        let trimmed = text.trim();
-        let owned;
-        let json = if trimmed.starts_with('{') {
-            trimmed
-        } else {
-            let bytes = BASE64
-                .decode(trimmed)
-                .map_err(|_| DecodeError::Malformed("neither JSON nor base64".to_owned()))?;
-            owned = String::from_utf8(bytes).map_err(|_| {
-                DecodeError::Malformed("base64 of something other than UTF-8".to_owned())
-            })?;
-            owned.as_str()
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        match value.get("v").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-            Some(v) => return Err(DecodeError::UnknownVersion(v)),
-            None => return Err(DecodeError::Malformed("no version field `v`".to_owned())),
-        }
-        if value.get("sig").is_none() {
-            return Err(DecodeError::Unsigned);
-        }
+        let value = parse_signed_json(text)?;
         let wire: Wire =
             serde_json::from_value(value).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        let key = keys
-            .iter()
-            .find(|k| k.id() == wire.kid)
-            .ok_or_else(|| DecodeError::UnknownKey(wire.kid.clone()))?;
+        let key = find_key(keys, &wire.kid)?;
         let message = Self {
             id: wire.id,
             action: wire.action,
@@ -308,12 +338,7 @@ impl BlockMessage {
             source: wire.source,
             issued_at: parse_timestamp(&wire.issued_at, "issued_at")?,
         };
-        let sig = BASE64
-            .decode(&wire.sig)
-            .map_err(|_| DecodeError::BadSignature)?;
-        key.mac(&message.canonical_bytes(&wire.kid))
-            .verify_slice(&sig)
-            .map_err(|_| DecodeError::BadSignature)?;
+        key.verify(&message.canonical_bytes(&wire.kid), &wire.sig)?;
         Ok(message)
     }
 
@@ -365,6 +390,32 @@ pub fn xml_escaped_len(text: &str) -> usize {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// Issue 9 item 9: `/Incidents/` (trigger) and `/incidents/` (ARM) name the same incident, so an
+    /// unblock must carry the block's claim key whichever spelling each message has.
+    #[test]
+    fn claim_keys_ignore_the_case_of_azure_ids() {
+        let source = |id: &str| Source {
+            kind: "sentinel-incident".to_owned(),
+            id: Some(id.to_owned()),
+            ..Source::default()
+        };
+        let trigger = source("/subscriptions/D0CF/resourceGroups/myRg/providers/Microsoft.OperationalInsights/workspaces/ws/providers/Microsoft.SecurityInsights/Incidents/73E01A99-5CD7");
+        let arm = source("/subscriptions/d0cf/resourcegroups/myrg/providers/microsoft.operationalinsights/workspaces/WS/providers/Microsoft.SecurityInsights/incidents/73e01a99-5cd7");
+        assert_eq!(trigger.claim_key(), arm.claim_key());
+        assert_eq!(
+            arm.claim_key(),
+            "sentinel-incident:/subscriptions/d0cf/resourcegroups/myrg/providers/microsoft.operationalinsights/workspaces/ws/providers/microsoft.securityinsights/incidents/73e01a99-5cd7"
+        );
+        assert_eq!(
+            Source {
+                kind: "manual".to_owned(),
+                ..Source::default()
+            }
+            .claim_key(),
+            "manual"
+        );
+    }
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(vec![7; 32]).unwrap()

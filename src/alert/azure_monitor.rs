@@ -10,7 +10,7 @@ use queue_message::{Source, Target};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{clip, Alert, Candidate, Details, ExtractConfig, Intent, Kind, Severity};
+use super::{clip, Alert, Collector, Details, ExtractConfig, Intent, Kind, Severity};
 use crate::lenient::{LList, LObj, LStr};
 
 /// `data` of the common alert schema.
@@ -66,7 +66,7 @@ struct Dimension {
 pub(crate) fn from_data(data: Data, config: &ExtractConfig) -> Alert {
     let essentials = data.essentials.0.unwrap_or_default();
     let context = data.alert_context.0.unwrap_or_default();
-    let mut candidates = Vec::new();
+    let mut candidates = Collector::new(config.max_candidates);
     let dimensions = context
         .condition
         .0
@@ -87,12 +87,10 @@ pub(crate) fn from_data(data: Data, config: &ExtractConfig) -> Alert {
                 .any(|d| d.eq_ignore_ascii_case(name.trim()))
         };
         if wanted {
-            candidates.push(Candidate {
-                text: value.to_owned(),
-                origin: "dimensions",
-            });
+            candidates.push(value, "dimensions");
         }
     }
+    let (candidates, capped) = candidates.finish();
     let mut details = Details::default();
     details.scan_bag(&data.custom_properties);
     details.scan_bag(&context.properties);
@@ -124,6 +122,7 @@ pub(crate) fn from_data(data: Data, config: &ExtractConfig) -> Alert {
         },
         details,
         candidates,
+        capped,
     }
 }
 
@@ -136,6 +135,7 @@ mod tests {
     fn alert(body: &Value, dims: &[&str]) -> Alert {
         let config = ExtractConfig {
             ip_dimensions: dims.iter().map(|d| d.to_string()).collect(),
+            ..ExtractConfig::default()
         };
         parse(body.to_string().as_bytes(), &config).unwrap()
     }

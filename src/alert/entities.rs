@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::{get_ci, Candidate};
+use super::{get_ci, Collector};
 
 /// Deeper than any entity graph; serde_json already refuses documents nested deeper than 128.
 const MAX_DEPTH: usize = 160;
@@ -19,7 +19,7 @@ const MAX_DEPTH: usize = 160;
 pub(crate) fn collect_field(
     entities: &Value,
     origin: &'static str,
-    out: &mut Vec<Candidate>,
+    out: &mut Collector,
 ) -> Option<String> {
     match entities {
         Value::String(text) => match serde_json::from_str::<Value>(text) {
@@ -38,13 +38,17 @@ pub(crate) fn collect_field(
     }
 }
 
-/// Walks `root` and appends the address of every IP entity, resolving `$ref` objects.
-pub(crate) fn collect(root: &Value, origin: &'static str, out: &mut Vec<Candidate>) {
+/// Walks `root` and hands the address of every IP entity to `out`, resolving `$ref` objects.
+///
+/// Each object is walked at most once, whether it is reached where it is defined or through any number of
+/// references, so the work is linear in the size of the document (issue 9 item 10: re-walking a referenced
+/// subtree for every reference made nested `$id` chains quadratic). The walk stops as soon as `out` is full.
+pub(crate) fn collect(root: &Value, origin: &'static str, out: &mut Collector) {
     let mut ids = HashMap::new();
     index_ids(root, &mut ids, 0);
     let mut walker = Walker {
         ids,
-        followed: HashSet::new(),
+        visited: HashSet::new(),
         origin,
         out,
     };
@@ -75,33 +79,31 @@ fn index_ids<'a>(value: &'a Value, ids: &mut HashMap<&'a str, &'a Value>, depth:
 
 struct Walker<'a, 'o> {
     ids: HashMap<&'a str, &'a Value>,
-    followed: HashSet<&'a str>,
+    /// Objects with an `$id` already walked, by address: only they can be reached a second time.
+    visited: HashSet<*const Value>,
     origin: &'static str,
-    out: &'o mut Vec<Candidate>,
+    out: &'o mut Collector,
 }
 
 impl<'a> Walker<'a, '_> {
     fn walk(&mut self, value: &'a Value, depth: usize) {
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || self.out.is_full() {
             return;
         }
         match value {
             Value::Object(map) => {
                 if let Some(Value::String(reference)) = map.get("$ref") {
-                    // Follow each reference once: the target is also walked where it is defined, and a
-                    // cycle of references must end.
-                    if self.followed.insert(reference.as_str()) {
-                        if let Some(target) = self.ids.get(reference.as_str()).copied() {
-                            self.walk(target, depth + 1);
-                        }
+                    // The target is walked here if it has not been yet; a cycle ends at the visited check.
+                    if let Some(target) = self.ids.get(reference.as_str()).copied() {
+                        self.walk(target, depth + 1);
                     }
                     return;
                 }
+                if map.contains_key("$id") && !self.visited.insert(std::ptr::from_ref(value)) {
+                    return;
+                }
                 if let Some(address) = ip_entity_address(map) {
-                    self.out.push(Candidate {
-                        text: address.to_owned(),
-                        origin: self.origin,
-                    });
+                    self.out.push(address, self.origin);
                 }
                 for child in map.values() {
                     self.walk(child, depth + 1);
@@ -139,10 +141,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn texts(value: &Value) -> Vec<String> {
-        let mut out = Vec::new();
+    fn run(value: &Value, cap: usize) -> (Vec<String>, bool) {
+        let mut out = Collector::new(cap);
         collect(value, "test", &mut out);
-        out.into_iter().map(|c| c.text).collect()
+        let (found, capped) = out.finish();
+        (found.into_iter().map(|c| c.text).collect(), capped)
+    }
+
+    fn texts(value: &Value) -> Vec<String> {
+        run(value, usize::MAX).0
     }
 
     #[test]
@@ -164,15 +171,16 @@ mod tests {
     fn nested_and_referenced_entities() {
         // A host defines its interface inline; a later entity refers to it; a $ref cycle ends.
         let value = json!([
-            {"$id": "2", "Type": "host", "HostName": "vm",
-             "IpInterfaces": [{"$id": "3", "Type": "ip", "Address": "52.1.2.3"}]},
             {"$id": "4", "Type": "network-connection", "SourceAddress": {"$ref": "3"},
              "DestinationAddress": {"$id": "5", "Type": "ip", "Address": "40.1.2.3"}},
+            {"$id": "2", "Type": "host", "HostName": "vm",
+             "IpInterfaces": [{"$id": "3", "Type": "ip", "Address": "52.1.2.3"}]},
             {"$id": "6", "Type": "x", "Self": {"$ref": "6"}},
             {"$ref": "99"}
         ]);
-        // serde_json objects iterate in key order: DestinationAddress before SourceAddress.
-        assert_eq!(texts(&value), ["52.1.2.3", "40.1.2.3", "52.1.2.3"]);
+        // serde_json objects iterate in key order: DestinationAddress before SourceAddress; the reference
+        // to "3" is met before its definition and walks it there.
+        assert_eq!(texts(&value), ["40.1.2.3", "52.1.2.3"]);
     }
 
     #[test]
@@ -180,14 +188,46 @@ mod tests {
         // The referenced IP entity sits outside the walked part of the document.
         let defs = json!({"defs": [{"$id": "7", "Type": "ip", "Address": "20.0.0.1"}],
                           "Entities": [{"$ref": "7"}]});
-        let mut out = Vec::new();
-        collect(&defs, "test", &mut out);
-        assert_eq!(out.len(), 2);
+        assert_eq!(texts(&defs), ["20.0.0.1"]);
+    }
+
+    /// Issue 9 item 10: a chain of nested `$id` objects with a reference to each one. Before the fix every
+    /// reference re-walked the rest of the chain, so the walk handed over n + n(n+1)/2 addresses (and
+    /// grew quadratically in time and memory); now each object is visited once.
+    #[test]
+    fn nested_id_chains_with_a_reference_to_each_are_walked_once() {
+        let n = 120;
+        let mut chain =
+            json!({"$id": format!("{n}"), "Type": "ip", "Address": format!("20.0.{n}.1")});
+        for i in (0..n).rev() {
+            chain = json!({"$id": format!("{i}"), "Type": "ip", "Address": format!("20.0.{i}.1"), "Inner": chain});
+        }
+        let mut items = vec![chain];
+        items.extend((0..=n).map(|i| json!({"$ref": format!("{i}")})));
+        let mut out = Collector::new(usize::MAX);
+        collect(&Value::Array(items), "test", &mut out);
+        let (found, capped) = out.finish();
+        assert_eq!(found.len(), n + 1, "one address per IP object");
+        assert!(!capped);
+    }
+
+    /// Issue 9 item 10: the walk stops at the cap instead of collecting everything first.
+    #[test]
+    fn the_walk_stops_at_the_cap_and_says_so() {
+        let items: Vec<Value> = (0..500)
+            .map(|i| json!({"Type": "ip", "Address": format!("20.1.{}.{}", i / 250, i % 250)}))
+            .collect();
+        let (found, capped) = run(&Value::Array(items.clone()), 10);
+        assert_eq!(found.len(), 10);
+        assert!(capped);
+        let (found, capped) = run(&Value::Array(items), 500);
+        assert_eq!(found.len(), 500);
+        assert!(!capped, "exactly at the cap is not over it");
     }
 
     #[test]
     fn entities_as_a_string() {
-        let mut out = Vec::new();
+        let mut out = Collector::new(usize::MAX);
         let note = collect_field(
             &Value::String(
                 "[\r\n {\"$id\":\"3\",\"Address\":\"23.97.60.214\",\"Type\":\"ip\"}]".into(),
@@ -196,8 +236,8 @@ mod tests {
             &mut out,
         );
         assert!(note.is_none());
-        assert_eq!(out[0].text, "23.97.60.214");
         let note = collect_field(&Value::String("[{".into()), "Entities", &mut out);
         assert!(note.unwrap().contains("not valid JSON"));
+        assert_eq!(out.finish().0[0].text, "23.97.60.214");
     }
 }

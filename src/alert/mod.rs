@@ -14,6 +14,7 @@ pub mod entities;
 pub mod incident;
 pub mod security_alert;
 
+use std::collections::HashSet;
 use std::fmt;
 
 use queue_message::Source;
@@ -132,16 +133,98 @@ pub struct Alert {
     pub severity: Option<Severity>,
     /// Custom details that change the block's lifetime.
     pub details: Details,
-    /// Every IP-like text found, in order, duplicates included.
+    /// Every distinct IP-like text found, in order of first appearance.
     pub candidates: Vec<Candidate>,
+    /// Extraction stopped at [`ExtractConfig::max_candidates`] distinct texts: the payload names more, and
+    /// the plan refuses it as too many targets.
+    pub capped: bool,
 }
 
 /// Knobs of extraction.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ExtractConfig {
     /// Azure Monitor dimension names (lower case) whose values are targets; empty = any dimension whose
     /// value parses as an IP address or network.
     pub ip_dimensions: Vec<String>,
+    /// Most distinct IP-like texts one payload may name before extraction stops ([`Alert::capped`]).
+    /// Every distinct text becomes at most one outcome, so this is set well above
+    /// `PORTCULLIS_MAX_TARGETS` ([`ExtractConfig::for_max_targets`]): a payload is only cut short when it
+    /// would be refused anyway, unless it spells each target several different ways.
+    pub max_candidates: usize,
+    /// `PORTCULLIS_RULE_IDS`: analytics rule ids (lower-case GUIDs, [`incident::normalise_rule_id`]) whose
+    /// alerts may block; empty = every alert of an incident counts.
+    pub rule_ids: Vec<String>,
+}
+
+impl ExtractConfig {
+    /// Distinct texts allowed per allowed target: room for a target spelled several ways
+    /// (`1.2.3.4`, `1.2.3.4/32`, `::ffff:1.2.3.4`, with spaces).
+    pub const TEXTS_PER_TARGET: usize = 4;
+
+    /// The cap that goes with a target limit.
+    pub fn for_max_targets(max_targets: usize) -> Self {
+        Self {
+            ip_dimensions: Vec::new(),
+            rule_ids: Vec::new(),
+            max_candidates: max_targets
+                .saturating_mul(Self::TEXTS_PER_TARGET)
+                .saturating_add(1),
+        }
+    }
+}
+
+impl Default for ExtractConfig {
+    /// No dimension filter; the cap that goes with the default of 1000 targets.
+    fn default() -> Self {
+        Self::for_max_targets(crate::plan::Policy::default().max_targets)
+    }
+}
+
+/// Collects candidates: each distinct text once (first origin wins), at most `cap` of them. Extraction
+/// stops adding, and the walks stop early, once it is full.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    out: Vec<Candidate>,
+    seen: HashSet<String>,
+    cap: usize,
+    capped: bool,
+}
+
+impl Collector {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            out: Vec::new(),
+            seen: HashSet::new(),
+            cap,
+            capped: false,
+        }
+    }
+
+    /// Adds `text` unless it was seen before; past the cap, only records that the payload names more.
+    pub(crate) fn push(&mut self, text: &str, origin: &'static str) {
+        if self.seen.contains(text) {
+            return;
+        }
+        if self.out.len() >= self.cap {
+            self.capped = true;
+            return;
+        }
+        self.seen.insert(text.to_owned());
+        self.out.push(Candidate {
+            text: text.to_owned(),
+            origin,
+        });
+    }
+
+    /// True once a text was refused for the cap: further walking cannot change the outcome.
+    pub(crate) fn is_full(&self) -> bool {
+        self.capped
+    }
+
+    /// The candidates and whether the cap was hit.
+    pub(crate) fn finish(self) -> (Vec<Candidate>, bool) {
+        (self.out, self.capped)
+    }
 }
 
 /// Why a body is not an alert.
@@ -210,7 +293,10 @@ pub fn parse(body: &[u8], config: &ExtractConfig) -> Result<Alert, ParseError> {
             .is_some_and(|v| v.eq_ignore_ascii_case(want))
     };
     if is(&probe.object_schema_type, "Incident") {
-        return Ok(incident::from_resource(probe.object.0.unwrap_or_default()));
+        return Ok(incident::from_resource(
+            probe.object.0.unwrap_or_default(),
+            config,
+        ));
     }
     if is(&probe.schema_id, "azureMonitorCommonAlertSchema") {
         return Ok(azure_monitor::from_data(
@@ -223,13 +309,16 @@ pub fn parse(body: &[u8], config: &ExtractConfig) -> Result<Alert, ParseError> {
             .ends_with("securityinsights/incidents")
     });
     if arm_incident {
-        return Ok(incident::from_resource(incident::Resource {
-            id: probe.id,
-            properties: probe.properties,
-        }));
+        return Ok(incident::from_resource(
+            incident::Resource {
+                id: probe.id,
+                properties: probe.properties,
+            },
+            config,
+        ));
     }
     if probe.looks_like_an_alert() {
-        return Ok(security_alert::from_probe(probe));
+        return Ok(security_alert::from_probe(probe, config));
     }
     Err(ParseError::UnknownKind)
 }

@@ -6,16 +6,19 @@
 
 use queue_message::Source;
 
-use super::{clip, entities, Alert, Details, Intent, Kind, Probe, Severity};
+use super::{
+    clip, entities, Alert, Collector, Details, ExtractConfig, Intent, Kind, Probe, Severity,
+};
 
 /// Builds the [`Alert`] of a Sentinel alert.
-pub(crate) fn from_probe(probe: Probe) -> Alert {
-    let mut candidates = Vec::new();
+pub(crate) fn from_probe(probe: Probe, config: &ExtractConfig) -> Alert {
+    let mut candidates = Collector::new(config.max_candidates);
     let mut details = Details::default();
     if let Some(note) = entities::collect_field(&probe.entities, "Entities", &mut candidates) {
         details.notes.push(note);
     }
     details.scan_bag(&probe.extended_properties);
+    let (candidates, capped) = candidates.finish();
     let name = probe
         .alert_display_name
         .as_deref()
@@ -36,6 +39,7 @@ pub(crate) fn from_probe(probe: Probe) -> Alert {
         },
         details,
         candidates,
+        capped,
     }
 }
 
@@ -78,15 +82,7 @@ mod tests {
         });
         let a = alert(&body);
         let texts: Vec<_> = a.candidates.iter().map(|c| c.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            [
-                "23.97.60.214",
-                "203.0.113.1",
-                "23.97.60.214",
-                "2603:1030::5"
-            ]
-        );
+        assert_eq!(texts, ["23.97.60.214", "203.0.113.1", "2603:1030::5"]);
         assert_eq!(a.details.block_for, Some(chrono::Duration::hours(36)));
         assert!(a.details.valid_until.is_some());
     }

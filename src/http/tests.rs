@@ -386,3 +386,53 @@ async fn a_huge_ttl_is_a_422_not_a_dropped_connection() {
         chrono::Duration::days(90).num_seconds()
     );
 }
+
+/// Issue 9 item 11: the envelope is read without building it, with the same leniency as before: keys in
+/// any case, another binding name, a content type as a string or an array, a body as a string, as JSON or
+/// absent.
+#[test]
+fn invocation_envelopes_are_read_leniently_without_a_value() {
+    use super::unwrap_invocation;
+    let cases = [
+        (
+            r#"{"data":{"REQ":{"headers":{"content-type":"text/json"},"body":"{\"a\":\"\u00e9\"}"}}}"#,
+            Some("text/json"),
+            "{\"a\":\"é\"}",
+        ),
+        (
+            r#"{"Metadata":{"big":[1,2,3]},"Data":{"timer":{"x":1},"request":{"Method":"POST","Headers":{"Content-Type":["application/json","x"]},"Body":{"k": [1, 2]}}}}"#,
+            Some("application/json"),
+            r#"{"k": [1, 2]}"#,
+        ),
+        (r#"{"Data":{"req":{"Body":null}}}"#, None, ""),
+        (r#"{"Data":{"req":{"Body":12}}}"#, None, "12"),
+        (
+            r#"{"Data":{"req":{"body":"lower","Body":"exact"}}}"#,
+            None,
+            "exact",
+        ),
+    ];
+    for (envelope, content_type, body) in cases {
+        let (ct, got) = unwrap_invocation(envelope.as_bytes()).unwrap();
+        assert_eq!(ct.as_deref(), content_type, "{envelope}");
+        assert_eq!(String::from_utf8(got).unwrap(), body, "{envelope}");
+    }
+    for bad in [
+        "",
+        "[1]",
+        "{\"Data\":[]}",
+        "{\"Data\":{\"x\":{\"y\":1}}}",
+        "{\"Data\":{\"req\":{}}} trailing",
+        "{\"Data\":{\"req\":{\"Body\":\"\\ud800\"}}}",
+        "\u{0}",
+    ] {
+        assert!(
+            matches!(
+                unwrap_invocation(bad.as_bytes()),
+                Err(crate::ApiError::BadEnvelope(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(unwrap_invocation(b"{\"Data\":{\"req\":{}}, \"x\": \xff}").is_err());
+}

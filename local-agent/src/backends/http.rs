@@ -226,8 +226,8 @@ impl fmt::Debug for Fingerprint {
 pub enum TlsTrust {
     /// The system's trust store (a certificate from a public CA, e.g. via ACME).
     System,
-    /// Certificates (PEM) of the CA that issued the appliance's certificate, or the certificate itself
-    /// when it is a CA certificate; the host name is checked too.
+    /// Certificates (PEM) of the CA that issued the appliance's certificate, or the appliance's own
+    /// certificate (a self-signed CA:TRUE one too, as curl accepts it); the host name is checked too.
     CaFile(PathBuf),
     /// Exactly this certificate, whoever issued it and whatever names it carries (self-signed appliances).
     Pinned(Fingerprint),
@@ -330,20 +330,126 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-fn read_ca_file(path: &Path) -> Result<rustls::RootCertStore, BackendError> {
+/// Verifies against the `ca_file` certificates like OpenSSL and curl do (issue 9 item 14).
+///
+/// The usual self-signed appliance certificate (`openssl req -x509`) is marked CA:TRUE, and webpki refuses
+/// a CA certificate as the server's own (`CaUsedAsEndEntity`), while OpenSSL accepts a trusted certificate
+/// that *is* the server's. So: the normal chain check first; if it fails and the server presented exactly
+/// one of the `ca_file` certificates, that certificate is accepted once its names cover the host name
+/// (validity dates are not checked on this path, as with `fingerprint`). Any other failure keeps its
+/// reason and suggests `fingerprint`, the simpler choice for a self-signed appliance.
+#[derive(Debug)]
+struct CaFileVerifier {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    /// The certificates of the `ca_file`, DER.
+    own: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// Marker in the error text of a `ca_file` failure, for [`transport_error`].
+const CA_FILE_FAILED: &str = "is not trusted by `ca_file`";
+
+impl ServerCertVerifier for CaFileVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain_error = match self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => return Ok(verified),
+            Err(err) => err,
+        };
+        if self.own.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, server_name)?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(rustls::Error::General(format!(
+            "the appliance's certificate {} {CA_FILE_FAILED} ({chain_error})",
+            Fingerprint::of(end_entity.as_ref())
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, BackendError> {
     let bad = |why: String| BackendError::Config(format!("`ca_file` {}: {why}", path.display()));
     let pem = std::fs::read(path).map_err(|err| bad(err.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
+    let mut certs = Vec::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|err| bad(format!("not PEM: {err}")))?;
-        roots
-            .add(cert)
-            .map_err(|err| bad(format!("unusable certificate: {err}")))?;
+        certs.push(cert.map_err(|err| bad(format!("not PEM: {err}")))?);
     }
-    if roots.is_empty() {
+    if certs.is_empty() {
         return Err(bad("no PEM certificate in it".to_owned()));
     }
-    Ok(roots)
+    Ok(certs)
+}
+
+fn ca_file_verifier(
+    path: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<CaFileVerifier, BackendError> {
+    let bad = |why: String| BackendError::Config(format!("`ca_file` {}: {why}", path.display()));
+    let own = read_ca_file(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &own {
+        roots
+            .add(cert.clone())
+            .map_err(|err| bad(format!("unusable certificate: {err}")))?;
+    }
+    let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(provider),
+    )
+    .build()
+    .map_err(|err| bad(err.to_string()))?;
+    Ok(CaFileVerifier {
+        chain,
+        own,
+        provider: Arc::clone(provider),
+    })
 }
 
 fn tls_config(trust: &TlsTrust) -> Result<Option<rustls::ClientConfig>, BackendError> {
@@ -354,7 +460,8 @@ fn tls_config(trust: &TlsTrust) -> Result<Option<rustls::ClientConfig>, BackendE
     let config = match trust {
         TlsTrust::System => return Ok(None),
         TlsTrust::CaFile(path) => builder
-            .with_root_certificates(read_ca_file(path)?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ca_file_verifier(path, &provider)?))
             .with_no_client_auth(),
         TlsTrust::Pinned(pin) => builder
             .dangerous()
@@ -613,6 +720,12 @@ pub fn transport_error(what: &str, err: &reqwest::Error) -> BackendError {
             "{what}: {chain}. If the appliance's certificate was renewed, update `fingerprint`."
         ));
     }
+    if chain.contains(CA_FILE_FAILED) {
+        return BackendError::Config(format!(
+            "{what}: {chain}. For an appliance's self-signed certificate, pin it with `fingerprint` \
+             (openssl x509 -noout -fingerprint -sha256) instead of `ca_file`."
+        ));
+    }
     if err.is_timeout() {
         return BackendError::Unreachable(format!("{what}: timed out ({chain})"));
     }
@@ -776,6 +889,91 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A certificate for `names`, self-signed unless `issuer` is given; CA:TRUE when `ca`.
+    fn cert(
+        names: &[&str],
+        ca: bool,
+        issuer: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+    ) -> (rcgen::Certificate, rcgen::KeyPair, rcgen::CertificateParams) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params.is_ca = if ca {
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            rcgen::IsCa::ExplicitNoCa
+        };
+        let cert = match issuer {
+            Some(issuer) => params.signed_by(&key, issuer).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        (cert, key, params)
+    }
+
+    fn verify(pem_file: &str, presented: &rcgen::Certificate, host: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, pem_file).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = ca_file_verifier(&path, &provider).map_err(|e| e.to_string())?;
+        verifier
+            .verify_server_cert(
+                &CertificateDer::from(presented.der().to_vec()),
+                &[],
+                &ServerName::try_from(host.to_owned()).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Issue 9 item 14: `openssl req -x509` makes a CA:TRUE certificate; given as `ca_file` while the
+    /// appliance presents it, webpki refused it (`CaUsedAsEndEntity`) where curl accepts it.
+    #[test]
+    fn a_ca_file_holding_the_servers_own_ca_certificate_is_accepted_with_the_host_name_checked() {
+        let (own, _, _) = cert(&["fw.lan", "192.0.2.1"], true, None);
+        // The chain check alone (what `ca_file` used before) refuses it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, own.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let before = ca_file_verifier(&path, &provider)
+            .unwrap()
+            .chain
+            .verify_server_cert(
+                &CertificateDer::from(own.der().to_vec()),
+                &[],
+                &ServerName::try_from("fw.lan").unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap_err();
+        assert!(
+            format!("{before:?}").contains("CaUsedAsEndEntity"),
+            "{before:?}"
+        );
+        assert_eq!(verify(&own.pem(), &own, "fw.lan"), Ok(()));
+        assert_eq!(verify(&own.pem(), &own, "192.0.2.1"), Ok(()));
+        let wrong_name = verify(&own.pem(), &own, "other.lan").unwrap_err();
+        assert!(wrong_name.to_lowercase().contains("name"), "{wrong_name}");
+    }
+
+    #[test]
+    fn a_ca_file_still_verifies_chains_and_refuses_strangers() {
+        let (ca, ca_key, ca_params) = cert(&["Portcullis test CA"], true, None);
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let (leaf, _, _) = cert(&["fw.lan"], false, Some(&issuer));
+        assert_eq!(verify(&ca.pem(), &leaf, "fw.lan"), Ok(()));
+        assert!(verify(&ca.pem(), &leaf, "other.lan").is_err());
+        // A self-signed certificate that is not in the file.
+        let (stranger, _, _) = cert(&["fw.lan"], true, None);
+        let err = verify(&ca.pem(), &stranger, "fw.lan").unwrap_err();
+        assert!(err.contains(CA_FILE_FAILED), "{err}");
+    }
 
     #[test]
     fn secrets_are_redacted_in_debug() {

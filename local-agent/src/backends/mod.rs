@@ -334,9 +334,9 @@ pub fn parse_table<T: DeserializeOwned>(
     value: Option<toml::Value>,
 ) -> Result<T, ConfigError> {
     let value = value.unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
-    value
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::new(table, e.message().to_owned()))
+    value.try_into().map_err(|e: toml::de::Error| {
+        ConfigError::new(table, crate::config::toml_problem(None, &e))
+    })
 }
 
 #[cfg(test)]
