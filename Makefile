@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all demo test tools lint doc unit infra-check package bench clean dist test-cross deb test-deb image test-image
+.PHONY: all demo test tools lint doc unit infra-check package bench clean dist dist-native test-cross deb test-deb image test-image
 
 all: test
 
@@ -43,8 +43,12 @@ dist:
 test-cross: dist tools
 	@bash scripts/test-cross.sh
 
-## Debian package of the agent (cargo-deb) into dist/deb/, from the x86_64 static binary.
-deb: dist
+## The x86_64 static agent only (what deb, image and package need on this machine).
+dist-native:
+	@DIST_TARGETS=x86_64-unknown-linux-musl bash scripts/dist.sh
+
+## Debian packages of the agent (cargo-deb) into dist/deb/, for every binary dist/agent/ holds (x86_64 at least).
+deb: dist-native
 	@bash scripts/deb.sh build
 
 ## Install the .deb here, verify its unit, files and permissions, remove it (root).
@@ -52,7 +56,7 @@ test-deb: deb
 	@bash scripts/deb.sh test
 
 ## OCI image of the agent (Debian-package rootfs + static binary, buildah), run with podman (root).
-image: dist
+image: dist-native
 	@bash scripts/image.sh build
 
 test-image: image
