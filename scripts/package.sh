@@ -12,6 +12,7 @@
 #
 # Environment:
 #   PORTCULLIS_HANDLER_BINARY  use this prebuilt binary instead of building (tests use a fake one)
+#   PACKAGE_RUN_IN_EMPTY_ROOT  set: run step 5 for a prebuilt binary too (it must be the real handler)
 #   DIST_DIR                   output directory (default: <repo>/dist)
 #   CARGO_TARGET_DIR           honoured when locating the built binary
 set -euo pipefail
@@ -106,7 +107,7 @@ with zipfile.ZipFile(zip_path) as z:
     os.chmod(target, (info.external_attr >> 16) & 0o7777)
 PY
     [ -x "$root/handler" ] || die "the binary unpacked from the zip is not executable"
-    local env=(env -i PORTCULLIS_SIGNING_KEY="$(head -c 32 /dev/urandom | base64)"
+    local env=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PORTCULLIS_SIGNING_KEY="$(head -c 32 /dev/urandom | base64)"
         PORTCULLIS_QUEUE=UseDevelopmentStorage=true)
     chroot "$root" /handler --version | grep -q '^portcullis-handler ' || die "--version fails without libc"
     "${env[@]}" chroot "$root" /handler --check | grep -qx 'settings are valid' || die "--check fails without libc"
@@ -124,8 +125,8 @@ PY
     [ "$code" = 200 ] || die "the handler in an empty root did not answer GET / (HTTP $code)"
     log "runs in an empty root (no libc): --version, --check, GET / = 200"
 }
-if [ -n "${PORTCULLIS_HANDLER_BINARY:-}" ]; then
-    log "prebuilt binary: skipping the empty-root run"
+if [ -n "${PORTCULLIS_HANDLER_BINARY:-}" ] && [ -z "${PACKAGE_RUN_IN_EMPTY_ROOT:-}" ]; then
+    log "prebuilt binary: skipping the empty-root run (PACKAGE_RUN_IN_EMPTY_ROOT=1 runs it)"
 elif [ "$(id -u)" -ne 0 ]; then
     log "not root: skipping the empty-root run (chroot needs root)"
 else
