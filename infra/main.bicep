@@ -112,6 +112,28 @@ param deployerPrincipalId string = ''
 param deployerPrincipalType string = 'User'
 
 // ---------------------------------------------------------------------------------------------
+// Return path (reports from the agents → incident comments and PortcullisEvents_CL)
+// ---------------------------------------------------------------------------------------------
+
+@description('PORTCULLIS_REPORTS_QUEUE: the one reports queue all agents write to (handler default portcullis-reports).')
+param reportsQueue string = 'portcullis-reports'
+
+@description('Resource id of the Log Analytics workspace that receives PortcullisEvents_CL and PortcullisFirewall_CL: your Microsoft Sentinel workspace. Empty = this deployment\'s own workspace (no Sentinel, use monitor.bicep alerts).')
+param eventsWorkspaceId string = ''
+
+@description('Region of eventsWorkspaceId (the data collection rule must be in it). Empty = location.')
+param eventsWorkspaceLocation string = ''
+
+@description('PORTCULLIS_SENTINEL_COMMENTS: comment on Sentinel incidents and grant Microsoft Sentinel Responder on eventsWorkspaceId. Default: on when eventsWorkspaceId is given.')
+param sentinelComments bool = !empty(eventsWorkspaceId)
+
+@description('PORTCULLIS_WORKBOOK_URL: link to the Portcullis workbook, added to incident comments. Empty = no link.')
+param workbookUrl string = ''
+
+@description('PORTCULLIS_ARM_ENDPOINT: Azure Resource Manager endpoint for incident comments (handler default https://management.azure.com).')
+param armEndpoint string = ''
+
+// ---------------------------------------------------------------------------------------------
 // Telemetry
 // ---------------------------------------------------------------------------------------------
 
@@ -204,6 +226,11 @@ var packageBlobName = 'portcullis-functions.zip'
 // Function names are the folders in function-definitions/ (fixed contract).
 var alertsRoute = 'alerts'
 var blocksRoute = 'blocks'
+
+var reportsPoisonQueue = '${reportsQueue}-poison'
+var eventsWorkspaceSubscription = empty(eventsWorkspaceId) ? subscription().subscriptionId : split(eventsWorkspaceId, '/')[2]
+var eventsWorkspaceGroup = empty(eventsWorkspaceId) ? resourceGroup().name : split(eventsWorkspaceId, '/')[4]
+var eventsWorkspaceName = empty(eventsWorkspaceId) ? logWorkspaceName : last(split(eventsWorkspaceId, '/'))
 
 var queueServiceUri = 'https://${queueAccountName}.queue.${environment().suffixes.storage}'
 var signingKeySecretUri = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/secrets/${signingKeySecretName}'
@@ -317,6 +344,18 @@ resource poisonQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@20
   parent: queueService
   name: '${site}-poison'
 }]
+
+// The reports queue shared by every site, and the poison queue the Functions host moves failed
+// reports to.
+resource reportsQueueResource 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: reportsQueue
+}
+
+resource reportsPoisonQueueResource 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: reportsPoisonQueue
+}
 
 // Queue access log (read/write/delete) for the queue account, into the app's workspace.
 resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
@@ -594,6 +633,103 @@ module agentPoisonSender 'modules/queue-role.bicep' = [for agent in agents: {
   ]
 }]
 
+// Return path: agents may only add to the reports queue; the function's queue trigger needs Reader +
+// Message Processor on it and Sender on its poison queue (the host moves failed reports there);
+// `watch` reads the approximate count of every poison queue (Reader only).
+module agentReportsSender 'modules/queue-role.bicep' = [for agent in agents: {
+  name: 'agent-reports-sender-${agent.site}'
+  params: {
+    storageAccountName: queueAccount.name
+    queueName: reportsQueue
+    principalId: agent.principalId
+    roleDefinitionGuid: roles.storageQueueDataMessageSender
+  }
+  dependsOn: [
+    reportsQueueResource
+  ]
+}]
+
+module functionReportsProcessor 'modules/queue-role.bicep' = {
+  name: 'fn-reports-processor'
+  params: {
+    storageAccountName: queueAccount.name
+    queueName: reportsQueue
+    principalId: funcIdentity.properties.principalId
+    roleDefinitionGuid: roles.storageQueueDataMessageProcessor
+  }
+  dependsOn: [
+    reportsQueueResource
+  ]
+}
+
+module functionReportsReader 'modules/queue-role.bicep' = {
+  name: 'fn-reports-reader'
+  params: {
+    storageAccountName: queueAccount.name
+    queueName: reportsQueue
+    principalId: funcIdentity.properties.principalId
+    roleDefinitionGuid: roles.storageQueueDataReader
+  }
+  dependsOn: [
+    reportsQueueResource
+  ]
+}
+
+module functionReportsPoisonSender 'modules/queue-role.bicep' = {
+  name: 'fn-reports-poison-sender'
+  params: {
+    storageAccountName: queueAccount.name
+    queueName: reportsPoisonQueue
+    principalId: funcIdentity.properties.principalId
+    roleDefinitionGuid: roles.storageQueueDataMessageSender
+  }
+  dependsOn: [
+    reportsPoisonQueueResource
+  ]
+}
+
+module functionPoisonReader 'modules/queue-role.bicep' = [for site in sites: {
+  name: 'fn-poison-reader-${site}'
+  params: {
+    storageAccountName: queueAccount.name
+    queueName: '${site}-poison'
+    principalId: funcIdentity.properties.principalId
+    roleDefinitionGuid: roles.storageQueueDataReader
+  }
+  dependsOn: [
+    poisonQueues
+  ]
+}]
+
+module functionReportsPoisonReader 'modules/queue-role.bicep' = {
+  name: 'fn-reports-poison-reader'
+  params: {
+    storageAccountName: queueAccount.name
+    queueName: reportsPoisonQueue
+    principalId: funcIdentity.properties.principalId
+    roleDefinitionGuid: roles.storageQueueDataReader
+  }
+  dependsOn: [
+    reportsPoisonQueueResource
+  ]
+}
+
+// Tables, data collection rule and the function's rights on them, in the events workspace.
+module returnPath 'modules/return-path.bicep' = {
+  name: 'portcullis-return-path'
+  scope: resourceGroup(eventsWorkspaceSubscription, eventsWorkspaceGroup)
+  params: {
+    workspaceName: eventsWorkspaceName
+    location: empty(eventsWorkspaceLocation) ? location : eventsWorkspaceLocation
+    tags: tags
+    principalId: funcIdentity.properties.principalId
+    sentinelResponder: sentinelComments
+  }
+  dependsOn: [
+    logs
+  ]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Function app
 // ---------------------------------------------------------------------------------------------
@@ -693,6 +829,38 @@ var handlerSettings = [
   {
     name: 'RUST_LOG'
     value: rustLog
+  }
+  {
+    name: 'PORTCULLIS_REPORTS_QUEUE'
+    value: reportsQueue
+  }
+  {
+    name: 'PORTCULLIS_LOGS_ENDPOINT'
+    value: returnPath.outputs.logsIngestionEndpoint
+  }
+  {
+    name: 'PORTCULLIS_LOGS_RULE_ID'
+    value: returnPath.outputs.immutableId
+  }
+  {
+    name: 'PORTCULLIS_LOGS_STREAM'
+    value: 'Custom-PortcullisEvents'
+  }
+  {
+    name: 'PORTCULLIS_LOGS_FIREWALL_STREAM'
+    value: 'Custom-PortcullisFirewall'
+  }
+  {
+    name: 'PORTCULLIS_SENTINEL_COMMENTS'
+    value: string(sentinelComments)
+  }
+  {
+    name: 'PORTCULLIS_ARM_ENDPOINT'
+    value: armEndpoint
+  }
+  {
+    name: 'PORTCULLIS_WORKBOOK_URL'
+    value: workbookUrl
   }
 ]
 
@@ -803,7 +971,24 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     metricsPublisher
     signingSecret
     functionQueueSender
+    functionReportsProcessor
+    functionReportsReader
   ]
+}
+
+// The handler's and host's logs (FunctionAppLogs) into this deployment's workspace.
+resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: functionApp
+  name: 'function-app-logs'
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+  }
 }
 
 // Publishing uses Entra ID tokens (az CLI, Core Tools); no basic-auth publishing credentials.
@@ -862,6 +1047,15 @@ output packageBlobName string = packageBlobName
 
 @description('Client id of the function identity.')
 output functionIdentityClientId string = funcIdentity.properties.clientId
+
+@description('Reports queue (the agents\' `[reports] queue`).')
+output reportsQueueName string = reportsQueue
+
+@description('Logs Ingestion endpoint of the return path\'s data collection rule.')
+output logsIngestionEndpoint string = returnPath.outputs.logsIngestionEndpoint
+
+@description('Immutable id of the return path\'s data collection rule.')
+output dataCollectionRuleImmutableId string = returnPath.outputs.immutableId
 
 @description('The hosting plan that was deployed.')
 output hostingPlan string = hostingPlan

@@ -180,3 +180,26 @@ resource logAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
 
 @description('Resource id of the log search alert rule.')
 output alertRuleId string = logAlert.id
+
+// ---------------------------------------------------------------------------------------------
+// Return path: "site silent" and "enforcement failing" as log search alerts to people, not to
+// Portcullis (PortcullisEvents_CL must be in this workspace: main.bicep eventsWorkspaceId).
+// ---------------------------------------------------------------------------------------------
+
+@description('true = deploy the return path alerts.')
+param returnPath bool = true
+
+@description('Action groups notified by the return path alerts (e-mail, SMS, ...). Empty = portal only.')
+param notifyActionGroupIds array = []
+
+module returnPathAlerts 'modules/return-path-alerts.bicep' = if (returnPath) {
+  name: 'portcullis-return-path-alerts'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    workspaceId: workspace.id
+    location: location
+    tags: tags
+    notifyActionGroupIds: notifyActionGroupIds
+    enabled: ruleEnabled
+  }
+}

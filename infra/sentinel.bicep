@@ -198,6 +198,7 @@ module forwarder 'modules/forwarder-playbook.bicep' = {
     tags: tags
     alertsUrl: 'https://${functionApp.properties.defaultHostName}/api/${alertsRoute}'
     functionKey: vault.getSecret(functionKeySecretName)
+    diagnosticsWorkspaceId: workspace.id
   }
 }
 
@@ -300,3 +301,21 @@ output analyticsRuleId string = analyticsRule.id
 
 @description('Resource id of the forwarder playbook.')
 output playbookId string = forwarder.outputs.playbookId
+
+// ---------------------------------------------------------------------------------------------
+// 4. Return path: "site silent" and "enforcement failing" rules and the workbook (needs the
+//    PortcullisEvents_CL table, created by main.bicep with eventsWorkspaceId = this workspace)
+// ---------------------------------------------------------------------------------------------
+
+@description('true = deploy the return path rules and workbook (main.bicep deployed with eventsWorkspaceId = this workspace).')
+param returnPath bool = true
+
+module returnPathRules 'modules/return-path-rules.bicep' = if (returnPath) {
+  name: 'portcullis-return-path-rules'
+  params: {
+    workspaceName: workspaceName
+    location: location
+    tags: tags
+    enabled: ruleEnabled
+  }
+}

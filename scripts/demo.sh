@@ -187,4 +187,11 @@ fi
 bold "portcullis-agent audit"
 "$AGENT" --config "$WORK/agent.toml" audit | sed 's/^/    /'
 
+bold "The return path: what the handler would write to Sentinel for these two commits"
+say "(the agent does not send reports yet; the report is made through the shared crate as it will be)"
+cargo build --quiet --example return_path_preview
+"$ROOT/target/debug/examples/return_path_preview" demo-site \
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/ws/providers/Microsoft.SecurityInsights/Incidents/5d0c3d6e-8f7a-4c2b-9a51-3e1f0b2c4d61" \
+    198.51.100.2 "Brute force from a known-bad address" | sed 's/^/    /'
+
 bold "Done; stopping Azurite, the handler and the agent$([ "$MODE" = lab ] && echo ', removing the lab')"

@@ -106,6 +106,14 @@ fn routes(state: Arc<AppState>) -> Router {
                 invoke(s, h, b, Function::Blocks)
             }),
         )
+        .route(
+            "/reports",
+            post(|s: State<Arc<AppState>>, h: HeaderMap, b: Body| reports(s, h, b, false)),
+        )
+        .route(
+            "/watch",
+            post(|s: State<Arc<AppState>>, h: HeaderMap, b: Body| reports(s, h, b, true)),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|uri: Uri| async move {
             (
@@ -273,6 +281,36 @@ async fn invoke(
         },
     };
     host_response(&reply, &summary)
+}
+
+/// Largest `reports` / `watch` invocation: a queue message is at most 64 KiB, twice JSON-escaped.
+const MAX_REPORT_INVOCATION_BYTES: usize = 1 << 20;
+
+/// `POST /reports` (queue trigger) and `POST /watch` (timer): the host's status decides whether the
+/// message is retried, so the answer is 200, 400 or 503 with `{"Outputs": {}, "Logs", "ReturnValue"}`.
+async fn reports(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+    watch: bool,
+) -> Response {
+    let answer = match read_limited(&headers, body, MAX_REPORT_INVOCATION_BYTES).await {
+        Err(err) => crate::reports::Answer {
+            status: StatusCode::BAD_REQUEST,
+            logs: vec![err.to_string()],
+        },
+        Ok(bytes) => match &state.reports {
+            None => crate::reports::Answer {
+                status: StatusCode::OK,
+                logs: vec![
+                    "the return path is not configured; acknowledged and dropped".to_owned(),
+                ],
+            },
+            Some(reports) if watch => reports.watch().await,
+            Some(reports) => reports.invoke(&bytes).await,
+        },
+    };
+    (answer.status, Json(answer.body())).into_response()
 }
 
 /// The host-facing answer: always 200, the caller's reply in `Outputs.res`.

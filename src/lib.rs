@@ -7,6 +7,8 @@
 //! `queue_message`) → `enqueue` (every message into every queue).
 //! `settings` (the one table of environment settings), `error` (RFC 7807 replies), `telemetry` (tracing),
 //! `lenient` (serde helpers for other people's JSON).
+//! `reports` is the return path: the queue-triggered `reports` function (verified agent reports →
+//! incident comments and Log Analytics rows) and the timer-triggered `watch` (poison queue counts).
 
 pub mod alert;
 pub mod check;
@@ -16,6 +18,7 @@ pub mod http;
 mod lenient;
 pub mod manual;
 pub mod plan;
+pub mod reports;
 pub mod service;
 pub mod settings;
 pub mod telemetry;

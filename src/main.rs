@@ -60,6 +60,12 @@ fn check() -> ExitCode {
     }
     if report.problems.is_empty() {
         println!("settings are valid");
+        let state = portcullis::Settings::from_env()
+            .ok()
+            .and_then(|settings| portcullis::AppState::from_settings(&settings).ok());
+        if let Some(reports) = state.as_ref().and_then(|(state, _)| state.reports.as_ref()) {
+            println!("{}", reports.describe());
+        }
         return ExitCode::SUCCESS;
     }
     eprintln!(
@@ -104,6 +110,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kid = state.signing_key.id(),
         "Handler listening."
     );
+    if let Some(reports) = &state.reports {
+        if reports.has_sink() {
+            tracing::info!(queue = %settings.reports.queue, "{}", reports.describe());
+            if std::env::var_os("IDENTITY_ENDPOINT").is_none() {
+                tracing::warn!(
+                    "IDENTITY_ENDPOINT is not set (not in App Service / Functions?): return-path tokens will be asked of the instance metadata service, and reports fail and retry if it is absent. Set PORTCULLIS_SENTINEL_COMMENTS=false and leave the logs settings unset to run without the return path."
+                );
+            }
+        } else {
+            tracing::warn!(queue = %settings.reports.queue, "{}", reports.describe());
+        }
+    }
     if settings.create_queues {
         // In the background: readiness must not wait for the queue service.
         tokio::spawn(async move {

@@ -63,6 +63,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The clock (tests pin it).
     pub clock: fn() -> DateTime<Utc>,
+    /// The `reports` and `watch` functions; `None` in states built without settings (tests, benchmarks),
+    /// where both acknowledge and drop.
+    pub reports: Option<Arc<crate::reports::Reports>>,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             queues,
             max_body_bytes: 4 * 1024 * 1024,
             clock: Utc::now,
+            reports: None,
         }
     }
 
@@ -117,15 +121,58 @@ impl AppState {
             queues: Arc::clone(&queues) as Arc<dyn Enqueue>,
             max_body_bytes: settings.max_body_bytes,
             clock: Utc::now,
+            reports: Some(Arc::new(reports_from_settings(settings)?)),
         };
         Ok((state, queues))
     }
+}
+
+/// The return path's state: the signing key verifies reports, tokens come from the managed identity of
+/// the queue connection (system-assigned unless `PORTCULLIS_QUEUE__clientId`), and `watch` reads the
+/// poison queue of every block queue and of the reports queue with a read-only connection.
+fn reports_from_settings(settings: &Settings) -> Result<crate::reports::Reports, String> {
+    let client_id = match &settings.queue {
+        QueueAccess::ManagedIdentity { client_id, .. } => client_id.as_deref(),
+        _ => None,
+    };
+    let tokens = crate::reports::token::ManagedIdentityTokens::new(client_id)?;
+    let reader = connect_with(&settings.queue, "r")?;
+    let reader_hint = reader.queue_hint().map(str::to_owned);
+    let mut poison_queues = Vec::new();
+    // A SAS URL reaches one queue only; its poison queue is out of its reach, so nothing is counted then.
+    if reader_hint.is_none() {
+        for site in &settings.queues {
+            poison_queues.push((
+                site.clone(),
+                Arc::new(reader.queue(&format!("{site}-poison"))),
+            ));
+        }
+        let reports = &settings.reports.queue;
+        poison_queues.push((
+            reports.clone(),
+            Arc::new(reader.queue(&format!("{reports}-poison"))),
+        ));
+    }
+    crate::reports::Reports::new(
+        settings.reports.clone(),
+        vec![settings.signing_key.clone()],
+        Arc::new(tokens),
+        poison_queues,
+    )
 }
 
 /// Builds the queue connection (no I/O). Errors name the setting, never its value. Retries are bounded
 /// ([`QUEUE_MAX_RETRIES`], [`QUEUE_RETRY_WINDOW`]), and an account SAS derived from an account key grants
 /// only what the handler does: add messages, and create queues when `create_queues` is set.
 pub fn connect(access: &QueueAccess, create_queues: bool) -> Result<Arc<QueueConnection>, String> {
+    connect_with(access, if create_queues { "ac" } else { "a" })
+}
+
+/// [`connect`] with the given account-SAS permissions (`r` for `watch`'s counts).
+fn connect_with(
+    access: &QueueAccess,
+    permissions: &'static str,
+) -> Result<Arc<QueueConnection>, String> {
     let setting = match access {
         QueueAccess::ConnectionText(_) => "PORTCULLIS_QUEUE",
         _ => "PORTCULLIS_QUEUE__queueServiceUri",
@@ -134,7 +181,7 @@ pub fn connect(access: &QueueAccess, create_queues: bool) -> Result<Arc<QueueCon
     let loopback = queue_message::is_loopback(connection.service_url());
     let connection = connection
         .with_retry(QUEUE_MAX_RETRIES, QUEUE_RETRY_WINDOW)
-        .with_account_sas_permissions(if create_queues { "ac" } else { "a" });
+        .with_account_sas_permissions(permissions);
     Ok(Arc::new(if loopback {
         connection.with_api_version(AZURITE_API_VERSION)
     } else {

@@ -84,6 +84,22 @@ pub const SETTINGS: &[Setting] = &[
         "Comma-separated Azure Monitor dimension names whose values are targets; empty = any dimension whose value parses as an IP address or network."),
     setting("PORTCULLIS_RULE_IDS", false, Some(""),
         "Comma-separated analytics rule ids (GUIDs or `…/alertRules/<guid>` resource ids) whose alerts may block. When an incident carries alerts, only the entities of alerts from these rules are blocked (Defender-portal correlation merges other alerts into incidents); empty = every alert counts. Incidents without alerts are not affected."),
+    setting("PORTCULLIS_REPORTS_QUEUE", false, Some("portcullis-reports"),
+        "The reports queue the agents write to and the `reports` function reads (also the `queueName` of function-definitions/reports). `watch` counts its `-poison` queue and every PORTCULLIS_QUEUES one."),
+    setting("PORTCULLIS_LOGS_ENDPOINT", false, None,
+        "Logs Ingestion endpoint: the data collection rule's `logsIngestion` endpoint (or a DCE's). `https://` (or `http://` to a loopback address, for tests). Unset: no event rows."),
+    setting("PORTCULLIS_LOGS_RULE_ID", false, None,
+        "Immutable id of the data collection rule (`dcr-…`). Needed with PORTCULLIS_LOGS_ENDPOINT."),
+    setting("PORTCULLIS_LOGS_STREAM", false, Some("Custom-PortcullisEvents"),
+        "Stream for commit, heartbeat and poison-queue rows (table PortcullisEvents_CL)."),
+    setting("PORTCULLIS_LOGS_FIREWALL_STREAM", false, Some("Custom-PortcullisFirewall"),
+        "Stream for firewall log batches (table PortcullisFirewall_CL)."),
+    setting("PORTCULLIS_SENTINEL_COMMENTS", false, Some("true"),
+        "`true` comments every report on the Sentinel incident its block came from (needs Microsoft Sentinel Responder)."),
+    setting("PORTCULLIS_ARM_ENDPOINT", false, Some("https://management.azure.com"),
+        "Azure Resource Manager endpoint for incident comments; `https://` (or `http://` to a loopback address, for tests)."),
+    setting("PORTCULLIS_WORKBOOK_URL", false, None,
+        "Link to the Portcullis workbook, added to incident comments when set."),
     setting("PORTCULLIS_LOG_FORMAT", false, Some("text"),
         "`text` or `json` (one JSON object per line)."),
     setting("RUST_LOG", false, Some("portcullis=info,queue_message=info"),
@@ -123,10 +139,58 @@ pub struct Settings {
     pub ip_dimensions: Vec<String>,
     /// `PORTCULLIS_RULE_IDS`, as lower-case GUIDs.
     pub rule_ids: Vec<String>,
+    /// `PORTCULLIS_REPORTS_QUEUE`, `PORTCULLIS_LOGS_*`, `PORTCULLIS_SENTINEL_COMMENTS`,
+    /// `PORTCULLIS_ARM_ENDPOINT`, `PORTCULLIS_WORKBOOK_URL`.
+    pub reports: ReportSettings,
     /// `PORTCULLIS_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
     pub log_filter: String,
+}
+
+/// Where the `reports` and `watch` functions write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// `PORTCULLIS_REPORTS_QUEUE`.
+    pub queue: String,
+    /// `PORTCULLIS_LOGS_ENDPOINT` + `PORTCULLIS_LOGS_RULE_ID` + the two streams; `None` without both.
+    pub logs: Option<LogsSettings>,
+    /// `PORTCULLIS_SENTINEL_COMMENTS`.
+    pub comments: bool,
+    /// `PORTCULLIS_ARM_ENDPOINT`, without a trailing slash.
+    pub arm_endpoint: url::Url,
+    /// `PORTCULLIS_WORKBOOK_URL`.
+    pub workbook_url: Option<String>,
+}
+
+/// The Logs Ingestion target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsSettings {
+    /// `PORTCULLIS_LOGS_ENDPOINT`.
+    pub endpoint: url::Url,
+    /// `PORTCULLIS_LOGS_RULE_ID`.
+    pub rule_id: String,
+    /// `PORTCULLIS_LOGS_STREAM`.
+    pub events_stream: String,
+    /// `PORTCULLIS_LOGS_FIREWALL_STREAM`.
+    pub firewall_stream: String,
+}
+
+/// An endpoint URL: `https://`, or `http://` only to a loopback address (tests).
+fn endpoint_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text.trim()).map_err(|_| "is not a URL".to_owned())?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err("may use http:// only for a loopback address; use https://".to_owned()),
+        _ => Err("must be an https:// URL".to_owned()),
+    }
 }
 
 /// Every problem found in the settings, one per line.
@@ -361,6 +425,7 @@ impl Settings {
                 )),
             }
         }
+        let reports = read_reports(&mut r);
         let log_format = r
             .parse("PORTCULLIS_LOG_FORMAT", "`text` or `json`", |v| {
                 v.parse::<LogFormat>().ok()
@@ -386,12 +451,122 @@ impl Settings {
                 max_body_bytes,
                 ip_dimensions,
                 rule_ids,
+                reports,
                 log_format,
                 log_filter,
             }),
             _ => Err(SettingsError(r.problems)),
         };
         (result, read)
+    }
+}
+
+fn read_reports(r: &mut Reader<'_>) -> ReportSettings {
+    let queue = r.raw("PORTCULLIS_REPORTS_QUEUE").unwrap_or_default();
+    let queue = queue.trim().to_owned();
+    if !valid_queue_name(&queue) || queue.len() > 63 - "-poison".len() {
+        r.problems.push(format!(
+            "PORTCULLIS_REPORTS_QUEUE: `{}` is not a valid queue name with room for `-poison` (3-56 lower-case letters, digits and single hyphens)",
+            crate::alert::clip(&queue, 80)
+        ));
+    }
+    let endpoint = |r: &mut Reader<'_>, name: &'static str| -> Option<url::Url> {
+        let raw = r.raw(name)?;
+        match endpoint_url(&raw) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                r.problems.push(format!("{name} {why}"));
+                None
+            }
+        }
+    };
+    let logs_endpoint = endpoint(r, "PORTCULLIS_LOGS_ENDPOINT");
+    let rule_id = r
+        .raw("PORTCULLIS_LOGS_RULE_ID")
+        .map(|v| v.trim().to_owned());
+    let events_stream = r.raw("PORTCULLIS_LOGS_STREAM").unwrap_or_default();
+    let firewall_stream = r.raw("PORTCULLIS_LOGS_FIREWALL_STREAM").unwrap_or_default();
+    for (name, stream) in [
+        ("PORTCULLIS_LOGS_STREAM", &events_stream),
+        ("PORTCULLIS_LOGS_FIREWALL_STREAM", &firewall_stream),
+    ] {
+        let ok = stream.starts_with("Custom-")
+            && stream.len() > "Custom-".len()
+            && stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            r.problems.push(format!(
+                "{name}: `{}` is not a stream name (`Custom-` and letters, digits, `-`, `_`)",
+                crate::alert::clip(stream, 80)
+            ));
+        }
+    }
+    if let Some(id) = &rule_id {
+        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            r.problems.push(format!(
+                "PORTCULLIS_LOGS_RULE_ID: `{}` is not a data collection rule immutable id (`dcr-` and hex digits)",
+                crate::alert::clip(id, 80)
+            ));
+        }
+    }
+    let logs = match (logs_endpoint, rule_id) {
+        (Some(endpoint), Some(rule_id)) => Some(LogsSettings {
+            endpoint,
+            rule_id,
+            events_stream: events_stream.trim().to_owned(),
+            firewall_stream: firewall_stream.trim().to_owned(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.problems.push(
+                "PORTCULLIS_LOGS_ENDPOINT is set but PORTCULLIS_LOGS_RULE_ID is not; set both or neither"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            if lookup_is_set(r, "PORTCULLIS_LOGS_ENDPOINT") {
+                // The endpoint was set but refused; its problem is already reported.
+            } else {
+                r.problems.push(
+                    "PORTCULLIS_LOGS_RULE_ID is set but PORTCULLIS_LOGS_ENDPOINT is not; set both or neither"
+                        .to_owned(),
+                );
+            }
+            None
+        }
+    };
+    let comments = r
+        .parse(
+            "PORTCULLIS_SENTINEL_COMMENTS",
+            "`true` or `false`",
+            parse_bool,
+        )
+        .unwrap_or(true);
+    let arm_endpoint = endpoint(r, "PORTCULLIS_ARM_ENDPOINT")
+        .unwrap_or_else(|| url::Url::parse("https://management.azure.com").expect("a valid URL"));
+    let workbook_url = r
+        .raw("PORTCULLIS_WORKBOOK_URL")
+        .map(|v| v.trim().to_owned());
+    ReportSettings {
+        queue,
+        logs,
+        comments,
+        arm_endpoint,
+        workbook_url,
+    }
+}
+
+fn lookup_is_set(r: &Reader<'_>, name: &str) -> bool {
+    (r.lookup)(name).is_some_and(|v| !v.trim().is_empty())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
     }
 }
 
@@ -520,6 +695,69 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("not both"));
+    }
+
+    #[test]
+    fn return_path_settings() {
+        let base = [
+            ("PORTCULLIS_SIGNING_KEY", KEY),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+        ];
+        let s = with(&base).unwrap();
+        assert_eq!(s.reports.queue, "portcullis-reports");
+        assert!(s.reports.comments);
+        assert!(s.reports.logs.is_none());
+        assert_eq!(
+            s.reports.arm_endpoint.as_str(),
+            "https://management.azure.com/"
+        );
+
+        let mut full = base.to_vec();
+        full.extend([
+            (
+                "PORTCULLIS_LOGS_ENDPOINT",
+                "https://dcr-x.westeurope-1.ingest.monitor.azure.com",
+            ),
+            ("PORTCULLIS_LOGS_RULE_ID", "dcr-0123456789abcdef"),
+            ("PORTCULLIS_ARM_ENDPOINT", "http://127.0.0.1:8123"),
+            ("PORTCULLIS_SENTINEL_COMMENTS", "false"),
+        ]);
+        let s = with(&full).unwrap();
+        let logs = s.reports.logs.unwrap();
+        assert_eq!(logs.rule_id, "dcr-0123456789abcdef");
+        assert_eq!(logs.events_stream, "Custom-PortcullisEvents");
+        assert_eq!(logs.firewall_stream, "Custom-PortcullisFirewall");
+        assert!(!s.reports.comments);
+
+        let mut bad = base.to_vec();
+        bad.extend([
+            ("PORTCULLIS_LOGS_ENDPOINT", "http://ingest.example.com"),
+            ("PORTCULLIS_ARM_ENDPOINT", "ftp://127.0.0.1"),
+            ("PORTCULLIS_LOGS_STREAM", "PortcullisEvents"),
+            (
+                "PORTCULLIS_REPORTS_QUEUE",
+                "a-very-long-reports-queue-name-that-leaves-no-room-for-poison",
+            ),
+        ]);
+        let err = with(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("PORTCULLIS_LOGS_ENDPOINT may use http:// only for a loopback"),
+            "{err}"
+        );
+        assert!(
+            err.contains("PORTCULLIS_ARM_ENDPOINT must be an https:// URL"),
+            "{err}"
+        );
+        assert!(err.contains("PORTCULLIS_LOGS_STREAM"), "{err}");
+        assert!(err.contains("PORTCULLIS_REPORTS_QUEUE"), "{err}");
+        assert!(!err.contains("PORTCULLIS_LOGS_RULE_ID is set"), "{err}");
+
+        let mut half = base.to_vec();
+        half.push(("PORTCULLIS_LOGS_RULE_ID", "dcr-01"));
+        assert!(with(&half)
+            .unwrap_err()
+            .to_string()
+            .contains("set both or neither"));
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //! - `managed_identity`: Azurite over HTTPS with OAuth and a local identity endpoint (no Azure needed).
 //! - `properties`: property tests of extraction and policy (no special-purpose or allowlisted address is
 //!   ever queued; random and mutated JSON never panics).
+//! - `return_path`: reports through Azurite, the emulated Functions host (`functions_host`) and fake ARM,
+//!   Logs Ingestion and managed-identity endpoints (`fakes`): comments, rows, retries, poison, `watch`.
 //! - `util`: starting the handler, playing the host, reading queues.
 
 mod failures;
+mod fakes;
+mod functions_host;
 mod host;
 mod limits;
 mod managed_identity;
 mod properties;
+mod return_path;
 mod util;

@@ -27,6 +27,9 @@ param functionKey string
 @maxValue(90)
 param retryCount int = 6
 
+@description('Workspace for the Logic App\'s runtime logs (WorkflowRuntime). Empty = none.')
+param diagnosticsWorkspaceId string = ''
+
 var connectionName = 'azuresentinel-${name}'
 var sentinelApiId = subscriptionResourceId('Microsoft.Web/locations/managedApis', location, 'azuresentinel')
 
@@ -148,3 +151,18 @@ output playbookId string = playbook.id
 
 @description('Object id of the playbook\'s managed identity.')
 output principalId string = playbook.identity.principalId
+
+// Run history into the workspace, so a failing forwarder is visible next to the incidents.
+resource playbookDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(diagnosticsWorkspaceId)) {
+  scope: playbook
+  name: 'forwarder-runtime-logs'
+  properties: {
+    workspaceId: diagnosticsWorkspaceId
+    logs: [
+      {
+        category: 'WorkflowRuntime'
+        enabled: true
+      }
+    ]
+  }
+}

@@ -45,6 +45,8 @@ ALL_KNOBS = {
     "sentinelWorkspaceId": "/subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w",
     "logFormat": "text",
     "rustLog": "debug",
+    "armEndpoint": "https://management.usgovcloudapi.net",
+    "workbookUrl": "https://portal.azure.com/#workbook",
 }
 
 PLANS = ["FlexConsumption", "Consumption", "Dedicated"]

@@ -394,6 +394,9 @@ _FUNCTIONS = {
     "guid": _fake_guid,
     "subscription_resource_id": lambda rtype, *names: f"/subscriptions/x/providers/{rtype}/{'/'.join(map(_to_str, names))}",
     "resource_id": lambda *parts: "/".join(map(_to_str, parts)),
+    # File contents are not read here: a marker naming the file (tests check the file itself).
+    "load_json_content": lambda path, *rest: Ref(f"loadJsonContent({_to_str(path)})"),
+    "load_text_content": lambda path, *rest: Ref(f"loadTextContent({_to_str(path)})"),
 }
 
 

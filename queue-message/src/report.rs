@@ -78,7 +78,10 @@ pub enum EventKind {
     Unblock,
     /// A block reached its expiry and was removed.
     Expire,
-    /// The agent's own never-block policy refused the target (`reason` says which rule).
+    /// The agent refused the target. When its never-block policy refused (the policy doing its job, not
+    /// a failure), `reason` starts with `policy:` (`policy: special-purpose range 10.0.0.0/8`); any
+    /// other reason (a backend limit, an unsupported address family) is an enforcement failure and
+    /// raises the "enforcement failing" alert.
     Refused,
     /// A message was moved to the poison queue (`message_id`, `reason`).
     Poisoned,

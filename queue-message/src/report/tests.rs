@@ -412,3 +412,33 @@ fn a_single_oversized_raw_row_is_cut_to_fit_not_lost() {
     assert!(!raw.is_empty() && raw.len() < 200_000);
     assert!(big.raw.as_deref().unwrap().starts_with(raw));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text is refused with an error, never a panic.
+        #[test]
+        fn arbitrary_text(text in ".{0,400}") {
+            let _ = Report::decode(&text, &[key()]);
+        }
+
+        /// Any single-byte change of a real report (commit, heartbeat, log batch) is refused or, if the
+        /// change is invisible after parsing, decodes to the same report; never a panic.
+        #[test]
+        fn mutated_reports(which in 0usize..3, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let report = [commit(), heartbeat(), logs(vec![row(1)])][which].clone();
+            let mut bytes = report.encode(&key()).into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            if let Ok(text) = String::from_utf8(bytes) {
+                if let Ok(decoded) = Report::decode(&text, &[key()]) {
+                    prop_assert_eq!(decoded, report);
+                }
+            }
+        }
+    }
+}
