@@ -35,11 +35,11 @@ infra-check:
 package:
 	@bash scripts/package.sh
 
-## Static agent binaries for x86_64, aarch64 and armv7 (musl, cargo-zigbuild) into dist/agent/, with SHA256SUMS.
+## Static agent binaries for x86_64 and aarch64 (musl, cargo-zigbuild) into dist/agent/, with SHA256SUMS (armv7: see scripts/dist.sh).
 dist:
 	@bash scripts/dist.sh
 
-## Agent unit tests and a smoke run (check, block/list/unblock via the socket) for aarch64 and armv7 under qemu.
+## Agent unit tests and a smoke run (check, block/list/unblock via the socket) for aarch64 under qemu.
 test-cross: dist tools
 	@bash scripts/test-cross.sh
 

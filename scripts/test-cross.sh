@@ -18,7 +18,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIST_DIR="${DIST_DIR:-$ROOT/dist}"
-TARGETS="${CROSS_TARGETS:-aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf}"
+# armv7 is opt-in like in scripts/dist.sh (its build does not link here yet).
+TARGETS="${CROSS_TARGETS:-aarch64-unknown-linux-musl}"
 AZURITE="$ROOT/.tools/node_modules/.bin/azurite-queue"
 
 log() { printf '==> %s\n' "$*"; }
