@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all demo test tools lint doc unit infra-check package bench fuzz soak clean
+.PHONY: all demo test tools lint doc unit infra-check package bench fuzz soak clean dist dist-native test-cross deb test-deb image test-image
 
 all: test
 
@@ -36,6 +36,33 @@ infra-check:
 ## Build the Functions app zip (static musl handler + host.json + function folders) into dist/.
 package:
 	@bash scripts/package.sh
+
+## Static agent binaries for x86_64 and aarch64 (musl, cargo-zigbuild) into dist/agent/, with SHA256SUMS (armv7: see scripts/dist.sh).
+dist:
+	@bash scripts/dist.sh
+
+## Agent unit tests and a smoke run (check, block/list/unblock via the socket) for aarch64 under qemu.
+test-cross: dist tools
+	@bash scripts/test-cross.sh
+
+## The x86_64 static agent only (what deb, image and package need on this machine).
+dist-native:
+	@DIST_TARGETS=x86_64-unknown-linux-musl bash scripts/dist.sh
+
+## Debian packages of the agent (cargo-deb) into dist/deb/, for every binary dist/agent/ holds (x86_64 at least).
+deb: dist-native
+	@bash scripts/deb.sh build
+
+## Install the .deb here, verify its unit, files and permissions, remove it (root).
+test-deb: deb
+	@bash scripts/deb.sh test
+
+## OCI image of the agent (Debian-package rootfs + static binary, buildah), run with podman (root).
+image: dist-native
+	@bash scripts/image.sh build
+
+test-image: image
+	@bash scripts/image.sh test
 
 ## Benchmarks (see BENCHMARKS.md); not part of `make test`.
 bench: tools

@@ -116,6 +116,60 @@ fn start_up_errors_are_clear_and_never_panics() {
     assert_eq!(code, 2, "{err}");
 }
 
+// First-hour defect 7: `--check` stopped at the first stage with a problem and ignored typos.
+#[test]
+fn check_lists_every_problem_and_warns_about_unknown_names() {
+    let (code, out, err) = run_without(
+        &[
+            ("PORTCULLIS_SIGNING_KEY", "c2hvcnQ="),
+            ("PORTCULLIS_QUEUE", "AccountName=x;Foo=bar"),
+            ("PORTCULLIS_TTL_HIGH", "xx"),
+            ("PORTCULLIS_ALOWLIST", "198.51.100.0/24"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("invalid settings (3 problem(s))"), "{err}");
+    for needle in [
+        "PORTCULLIS_SIGNING_KEY: ",
+        "PORTCULLIS_TTL_HIGH: `xx`",
+        "PORTCULLIS_QUEUE: invalid queue connection: unknown connection string key `foo`",
+        "warning: PORTCULLIS_ALOWLIST is not a setting the handler reads (ignored); did you mean PORTCULLIS_ALLOWLIST?",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    // A typo alone is a warning, not a failure.
+    let (code, out, err) = run_without(
+        &[
+            ("PORTCULLIS_SIGNING_KEY", KEY_B64),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            ("PORTCULLIS_CREATE_QUEUE", "true"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(
+        (code, out.lines().next()),
+        (0, Some("settings are valid")),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean PORTCULLIS_CREATE_QUEUES?"),
+        "{err}"
+    );
+}
+
+// First-hour defect 9: `--version` said `portcullis`, the package, not the binary.
+#[test]
+fn version_names_the_binary() {
+    let (code, out, _) = run_without(&[], &["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("portcullis-handler {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn list_settings_is_the_documented_table() {
     let (code, out, _) = run_without(&[], &["--list-settings"]);

@@ -248,9 +248,12 @@ pub fn connect(
     api_version: Option<&str>,
 ) -> Result<queue_message::QueueConnection, queue_message::ConnectionError> {
     let built = connection.connect()?;
-    Ok(match api_version {
-        Some(v) => built.with_api_version(v),
-        None => built,
+    // Like the handler: a loopback endpoint is Azurite, which refuses the SDK's newer default version.
+    let loopback = queue_message::is_loopback(built.service_url());
+    Ok(match (api_version, loopback) {
+        (Some(v), _) => built.with_api_version(v),
+        (None, true) => built.with_api_version(queue_message::AZURITE_API_VERSION),
+        (None, false) => built,
     })
 }
 
@@ -956,6 +959,25 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key, "queue.name");
+    }
+
+    // First-hour defect 2: `check` against the Azurite that `make tools` installs failed, because the agent sent
+    // the SDK's API version, which Azurite refuses; the handler already sent an accepted one to loopback.
+    #[test]
+    fn loopback_endpoints_get_the_version_azurite_accepts() {
+        let local = QueueAccess::ConnectionText("UseDevelopmentStorage=true".to_owned());
+        assert_eq!(
+            connect(&local, None).unwrap().api_version(),
+            Some(queue_message::AZURITE_API_VERSION)
+        );
+        assert_eq!(
+            connect(&local, Some("2024-08-04")).unwrap().api_version(),
+            Some("2024-08-04")
+        );
+        let azure = QueueAccess::ConnectionText(
+            "https://acct.queue.core.windows.net/q?sv=2024-11-04&sp=rp&sig=x".to_owned(),
+        );
+        assert_eq!(connect(&azure, None).unwrap().api_version(), None);
     }
 
     #[test]
