@@ -306,6 +306,7 @@ async fn a_restart_ships_what_the_spool_kept() {
 /// holds signed log-batch reports whose rows add up to the drops that were sent.
 #[tokio::test]
 async fn rows_reach_the_reports_queue_as_signed_log_batches() {
+    queue_message::require!(queue_message::testing::azurite_available());
     use portcullis_agent::logs::ship::QueueShipper;
     use queue_message::{Report, ReportBody};
 
@@ -398,6 +399,7 @@ async fn rows_reach_the_reports_queue_as_signed_log_batches() {
 /// `status` shows the log counters.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_binary_ships_logs_to_the_reports_queue() {
+    queue_message::require!(queue_message::testing::azurite_available());
     use queue_message::{Report, ReportBody};
 
     let env = crate::util::Env::new().await;
