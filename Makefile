@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all demo test tools lint doc unit infra-check package bench clean
+.PHONY: all demo test tools lint doc unit infra-check package bench fuzz soak clean dist dist-native test-cross deb test-deb image test-image
 
 all: test
 
@@ -24,9 +24,11 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items --locked
 
+# PORTCULLIS_TEST_REQUIRE_ALL: a test whose environment is missing (root, Azurite) fails here instead of
+# printing SKIPPED, as it does under a plain `cargo test`.
 unit:
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) test --workspace --locked
+	PORTCULLIS_TEST_REQUIRE_ALL=1 $(CARGO) test --workspace --locked
 
 infra-check:
 	@if [ -f infra/validate.sh ]; then bash infra/validate.sh; else echo "infra: nothing to validate yet"; fi
@@ -35,10 +37,50 @@ infra-check:
 package:
 	@bash scripts/package.sh
 
+## Static agent binaries for x86_64 and aarch64 (musl, cargo-zigbuild) into dist/agent/, with SHA256SUMS (armv7: see scripts/dist.sh).
+dist:
+	@bash scripts/dist.sh
+
+## Agent unit tests and a smoke run (check, block/list/unblock via the socket) for aarch64 under qemu.
+test-cross: dist tools
+	@bash scripts/test-cross.sh
+
+## The x86_64 static agent only (what deb, image and package need on this machine).
+dist-native:
+	@DIST_TARGETS=x86_64-unknown-linux-musl bash scripts/dist.sh
+
+## Debian packages of the agent (cargo-deb) into dist/deb/, for every binary dist/agent/ holds (x86_64 at least).
+deb: dist-native
+	@bash scripts/deb.sh build
+
+## Install the .deb here, verify its unit, files and permissions, remove it (root).
+test-deb: deb
+	@bash scripts/deb.sh test
+
+## OCI image of the agent (Debian-package rootfs + static binary, buildah), run with podman (root).
+image: dist-native
+	@bash scripts/image.sh build
+
+test-image: image
+	@bash scripts/image.sh test
+
 ## Benchmarks (see BENCHMARKS.md); not part of `make test`.
 bench: tools
 	@bash scripts/bench-handler.sh
 	@bash scripts/bench-agent.sh
+
+## Coverage-guided fuzzing (libFuzzer, stable toolchain; see scripts/fuzz.sh): every target for
+## FUZZ_SECONDS (default 60) each; fails on any crash. Not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+## Fault soak, handler part (see examples/soak_handler.rs): the release handler against Azurite at
+## SOAK_RATE requests/s (default 1000) for SOAK_SECONDS (default 300); fails on any error or RSS growth.
+## The agent kill -9 soak waits for the new agent core. Not part of `make test`.
+soak: tools
+	$(CARGO) build --release --locked -p portcullis --bin portcullis-handler --example soak_handler
+	target/release/examples/soak_handler
 
 clean:
 	$(CARGO) clean

@@ -37,11 +37,11 @@ param keyVaultResourceGroup string = functionAppResourceGroup
 @description('Secret that holds the key of the alerts function.')
 param functionKeySecretName string = 'portcullis-alerts-function-key'
 
-@description('Firewall log table to match against.')
-param firewallTable string = 'CommonSecurityLog'
+@description('Firewall log table to match against: PortcullisFirewall_CL (the agent\'s summarised firewall logs, issue 11) by default; CommonSecurityLog (sourceIpColumn SourceIP), AzureFirewall or any table with a source-IP column still work.')
+param firewallTable string = 'PortcullisFirewall_CL'
 
 @description('Column with the remote (attacking) IP; becomes the alert dimension.')
-param sourceIpColumn string = 'SourceIP'
+param sourceIpColumn string = 'SrcIp'
 
 @description('Use the legacy ThreatIntelligenceIndicator table instead of ThreatIntelIndicators (its ingestion ended on 31 August 2025 and the table is retired on 31 May 2026).')
 param useLegacyThreatIntelTable bool = false

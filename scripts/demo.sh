@@ -56,7 +56,8 @@ wait_port() {
 }
 
 bold "Building portcullis-handler and portcullis-agent"
-cargo build --workspace --bins --quiet
+say "(the first build compiles about 400 crates: several minutes on 2 cores; later runs take seconds)"
+cargo build --workspace --bins
 
 [ -x "$AZURITE" ] || { echo "Azurite missing: run 'make tools' (or bash scripts/tools.sh)" >&2; exit 1; }
 AZ_PORT="$(free_port)"
@@ -159,7 +160,7 @@ fi
 
 bold "Sentinel raises an incident naming 198.51.100.2: POST /api/alerts"
 code="$(incident New | post)"
-say "handler answered HTTP $code: $(head -c 300 "$WORK/response")"
+say "handler answered HTTP $code: $(jq -c . "$WORK/response" 2>/dev/null || cat "$WORK/response")"
 if [ "$MODE" = lab ]; then
     wait_connect 1 || true
     show_connect

@@ -13,7 +13,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tools: missing ${need_apt[*]}; run as root or install them with apt-get" >&2
   else
-    echo "tools: installing ${need_apt[*]}"
+    echo "tools: installing Debian packages as root: apt-get update, then apt-get install ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   fi

@@ -11,6 +11,7 @@
 //! incident comments and Log Analytics rows) and the timer-triggered `watch` (poison queue counts).
 
 pub mod alert;
+pub mod check;
 pub mod enqueue;
 pub mod error;
 pub mod http;

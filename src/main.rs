@@ -11,7 +11,7 @@ use clap::Parser;
 /// Azure Functions custom handler: turns Sentinel and Azure Monitor alerts into signed block messages on
 /// Azure Storage Queues. Configured through environment variables (see --list-settings).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "portcullis-handler", version)]
 struct Args {
     /// Listen on this address instead of 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
@@ -19,7 +19,7 @@ struct Args {
     /// Print every setting as a JSON array of {name, required, default, description} and exit.
     #[arg(long)]
     list_settings: bool,
-    /// Validate the settings and exit (0 = valid).
+    /// Validate the settings, list every problem and every unknown PORTCULLIS_* name, and exit (0 = valid).
     #[arg(long)]
     check: bool,
 }
@@ -29,6 +29,9 @@ fn main() -> ExitCode {
     if args.list_settings {
         println!("{}", portcullis::settings::list_settings_json());
         return ExitCode::SUCCESS;
+    }
+    if args.check {
+        return check();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,18 +52,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check`: every problem and warning, one per line; exit 2 when there is a problem.
+fn check() -> ExitCode {
+    let report = portcullis::check::check(&|name| std::env::var(name).ok(), &env_names());
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if report.problems.is_empty() {
+        println!("settings are valid");
+        let state = portcullis::Settings::from_env()
+            .ok()
+            .and_then(|settings| portcullis::AppState::from_settings(&settings).ok());
+        if let Some(reports) = state.as_ref().and_then(|(state, _)| state.reports.as_ref()) {
+            println!("{}", reports.describe());
+        }
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "error: invalid settings ({} problem(s)):",
+        report.problems.len()
+    );
+    for problem in &report.problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::from(2)
+}
+
+/// Names of the environment variables (values are not read here: some are secrets).
+fn env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect()
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let settings = portcullis::Settings::from_env().context("invalid settings")?;
     let (state, queues) = portcullis::AppState::from_settings(&settings)
         .map_err(anyhow::Error::msg)
         .context("invalid settings")?;
-    if args.check {
-        println!("settings are valid");
-        if let Some(reports) = &state.reports {
-            println!("{}", reports.describe());
-        }
-        return Ok(());
-    }
     let addr = match (args.listen, settings.port) {
         (Some(addr), _) => addr,
         (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
@@ -69,6 +98,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     portcullis::telemetry::init(settings.log_format, &settings.log_filter);
+    for warning in portcullis::check::unknown_names(&env_names()) {
+        tracing::warn!("{warning}");
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

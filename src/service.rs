@@ -18,9 +18,8 @@ use crate::manual::{self, ManualError};
 use crate::plan::{Plan, Policy, Status};
 use crate::settings::{QueueAccess, Settings};
 
-/// Queue API version sent to loopback (Azurite) endpoints: the newest Azurite 3.35 accepts without
-/// `--skipApiVersionCheck`. Real Azure gets the SDK's default.
-pub const AZURITE_API_VERSION: &str = "2025-11-05";
+/// Queue API version sent to loopback (Azurite) endpoints (the agent sends the same).
+pub const AZURITE_API_VERSION: &str = queue_message::AZURITE_API_VERSION;
 
 /// Retries of one queue operation after the first attempt. Together with [`QUEUE_RETRY_WINDOW`] this
 /// answers a dead queue with a 503 within about 15 s instead of the SDK's ~80 s, so the caller (a Logic
@@ -179,10 +178,7 @@ fn connect_with(
         _ => "PORTCULLIS_QUEUE__queueServiceUri",
     };
     let connection = access.connect().map_err(|e| format!("{setting}: {e}"))?;
-    let loopback = matches!(
-        connection.service_url().host_str(),
-        Some("127.0.0.1" | "localhost" | "[::1]")
-    );
+    let loopback = queue_message::is_loopback(connection.service_url());
     let connection = connection
         .with_retry(QUEUE_MAX_RETRIES, QUEUE_RETRY_WINDOW)
         .with_account_sas_permissions(permissions);

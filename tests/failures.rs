@@ -116,6 +116,60 @@ fn start_up_errors_are_clear_and_never_panics() {
     assert_eq!(code, 2, "{err}");
 }
 
+// First-hour defect 7: `--check` stopped at the first stage with a problem and ignored typos.
+#[test]
+fn check_lists_every_problem_and_warns_about_unknown_names() {
+    let (code, out, err) = run_without(
+        &[
+            ("PORTCULLIS_SIGNING_KEY", "c2hvcnQ="),
+            ("PORTCULLIS_QUEUE", "AccountName=x;Foo=bar"),
+            ("PORTCULLIS_TTL_HIGH", "xx"),
+            ("PORTCULLIS_ALOWLIST", "198.51.100.0/24"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("invalid settings (3 problem(s))"), "{err}");
+    for needle in [
+        "PORTCULLIS_SIGNING_KEY: ",
+        "PORTCULLIS_TTL_HIGH: `xx`",
+        "PORTCULLIS_QUEUE: invalid queue connection: unknown connection string key `foo`",
+        "warning: PORTCULLIS_ALOWLIST is not a setting the handler reads (ignored); did you mean PORTCULLIS_ALLOWLIST?",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    // A typo alone is a warning, not a failure.
+    let (code, out, err) = run_without(
+        &[
+            ("PORTCULLIS_SIGNING_KEY", KEY_B64),
+            ("PORTCULLIS_QUEUE", "UseDevelopmentStorage=true"),
+            ("PORTCULLIS_CREATE_QUEUE", "true"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(
+        (code, out.lines().next()),
+        (0, Some("settings are valid")),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean PORTCULLIS_CREATE_QUEUES?"),
+        "{err}"
+    );
+}
+
+// First-hour defect 9: `--version` said `portcullis`, the package, not the binary.
+#[test]
+fn version_names_the_binary() {
+    let (code, out, _) = run_without(&[], &["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("portcullis-handler {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn list_settings_is_the_documented_table() {
     let (code, out, _) = run_without(&[], &["--list-settings"]);
@@ -158,6 +212,7 @@ fn list_settings_is_the_documented_table() {
 
 #[tokio::test]
 async fn refused_requests_through_the_binary() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let handler = Handler::with_queue(
         &azurite.connection_string(),
@@ -260,6 +315,7 @@ async fn refused_requests_through_the_binary() {
 
 #[tokio::test]
 async fn a_missing_queue_without_create_is_503_with_retry_after() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let handler = Handler::with_queue(
         &azurite.connection_string(),
@@ -285,6 +341,7 @@ async fn a_missing_queue_without_create_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn one_queue_failing_out_of_two_is_503_not_2xx() {
+    queue_message::require!(queue_message::testing::azurite_available());
     // 2xx only once every message is in every queue: site-a exists and takes the message, site-b is
     // missing and may not be created.
     let azurite = Azurite::start();
@@ -327,6 +384,7 @@ fn the_redaction_check_is_not_vacuous() {
 
 #[tokio::test]
 async fn a_stopped_queue_service_is_503_after_the_sdk_retries() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let conn = azurite.connection_string();
     let handler = Handler::with_queue(&conn, &[]);

@@ -26,6 +26,7 @@ fn same_expiry(a: &Value, b: &Value) {
 
 #[tokio::test]
 async fn an_incident_blocks_in_both_modes_with_the_same_answer() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let conn = azurite.connection_string();
     let handler = Handler::with_queue(&conn, &[("PORTCULLIS_QUEUES", "site-a,site-b")]);
@@ -99,6 +100,7 @@ async fn an_incident_blocks_in_both_modes_with_the_same_answer() {
 
 #[tokio::test]
 async fn closed_incidents_unblock_or_do_nothing() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let conn = azurite.connection_string();
     let handler = Handler::with_queue(&conn, &[]);
@@ -126,6 +128,7 @@ async fn closed_incidents_unblock_or_do_nothing() {
 
 #[tokio::test]
 async fn alerts_monitor_payloads_and_the_manual_api() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let conn = azurite.connection_string();
     let handler = Handler::with_queue(
@@ -237,6 +240,7 @@ async fn alerts_monitor_payloads_and_the_manual_api() {
 
 #[tokio::test]
 async fn a_bulk_incident_is_split_into_few_messages() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let conn = azurite.connection_string();
     let handler = Handler::with_queue(
@@ -270,6 +274,7 @@ async fn a_bulk_incident_is_split_into_few_messages() {
 
 #[tokio::test]
 async fn json_logs_carry_the_invocation_id() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let handler = Handler::with_queue(
         &azurite.connection_string(),

@@ -197,6 +197,7 @@ async fn peek(service_url: &str, queue: &str, ca_pem: &[u8]) -> Vec<BlockMessage
 
 #[tokio::test]
 async fn managed_identity_over_https_with_a_local_identity_endpoint() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
     let cert = dir.path().join("cert.pem");
@@ -257,6 +258,7 @@ async fn managed_identity_over_https_with_a_local_identity_endpoint() {
 
 #[tokio::test]
 async fn without_a_trusted_certificate_the_queue_is_unavailable() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
     let azurite = Azurite::start_with(&[
@@ -281,4 +283,47 @@ async fn without_a_trusted_certificate_the_queue_is_unavailable() {
         .await;
     assert_eq!(status, 503);
     assert_eq!(headers["retry-after"], "30");
+}
+
+/// An identity endpoint that always fails with a retryable status, counting the requests.
+async fn failing_token_endpoint(State(identity): State<Arc<Identity>>) -> StatusCode {
+    identity.calls.fetch_add(1, Ordering::SeqCst);
+    StatusCode::INTERNAL_SERVER_ERROR
+}
+
+// First-hour defect 1: with a failing token endpoint the handler answered after 82 s, because the identity
+// credential ran its own retries (8 within a minute) inside the queue's bounded ones. The token request now
+// makes at most 1 + 3 attempts and is cut at the queue retry window; the answer is a 503.
+#[tokio::test]
+async fn a_failing_token_endpoint_is_retried_within_the_queue_bound() {
+    let identity = Arc::new(Identity::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/msi/token", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/msi/token", get(failing_token_endpoint))
+        .with_state(Arc::clone(&identity));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let handler = Handler::start(&[
+        // Never reached: the token request fails first.
+        ("PORTCULLIS_QUEUE__queueServiceUri", "https://127.0.0.1:9"),
+        ("PORTCULLIS_SIGNING_KEY", KEY_B64),
+        ("PORTCULLIS_LAB_RANGES", "198.51.100.0/24"),
+        ("IDENTITY_ENDPOINT", endpoint.as_str()),
+        ("IDENTITY_HEADER", IDENTITY_SECRET),
+    ]);
+    let body = incident("New", None, &["198.51.100.7"]).to_string();
+    let (status, headers, answer) = handler
+        .forward("/api/alerts", Some("application/json"), body)
+        .await;
+    assert_eq!(status, 503, "{answer}\n{}", handler.logs());
+    assert_eq!(headers["retry-after"], "30");
+    let calls = identity.calls.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&calls),
+        "{calls} token requests for one alert (the SDK default makes 9)\n{}",
+        handler.logs()
+    );
+    assert!(!answer.to_string().contains(IDENTITY_SECRET));
+    assert!(!handler.logs().contains(IDENTITY_SECRET));
 }

@@ -145,6 +145,7 @@ fn events_of(ingestion: &Ingestion, event: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_block_becomes_one_comment_and_rows_even_after_an_arm_outage() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     // ARM is down for the first two deliveries.
     l.arm.script.lock().unwrap().extend([503, 500]);
@@ -249,6 +250,7 @@ fn host_statuses(_l: &Loop, host: &Host) -> Vec<(u32, u16)> {
 
 #[tokio::test]
 async fn a_deleted_incident_does_not_loop_and_an_unblock_comments_again() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     let deleted = INCIDENT.replace("73e01a99", "00000000");
     l.arm.deleted.lock().unwrap().push(deleted.clone());
@@ -311,6 +313,7 @@ async fn a_deleted_incident_does_not_loop_and_an_unblock_comments_again() {
 
 #[tokio::test]
 async fn a_persistent_outage_ends_in_the_poison_queue_and_watch_reports_it() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     l.arm.script.lock().unwrap().extend([500; 10]);
     l.send(
@@ -356,6 +359,7 @@ async fn a_persistent_outage_ends_in_the_poison_queue_and_watch_reports_it() {
 
 #[tokio::test]
 async fn heartbeats_log_batches_and_throttling() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     // The first ingestion call is throttled: the handler waits Retry-After and tries again.
     l.ingestion.script.lock().unwrap().push_back(429);
@@ -432,6 +436,7 @@ async fn heartbeats_log_batches_and_throttling() {
 
 #[tokio::test]
 async fn forged_reports_are_acknowledged_and_recorded_as_poisoned() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     let forger = SigningKey::from_bytes(vec![1; 32]).unwrap();
     l.send(
@@ -495,6 +500,7 @@ async fn forged_reports_are_acknowledged_and_recorded_as_poisoned() {
 
 #[tokio::test]
 async fn without_sinks_reports_are_acknowledged_and_dropped() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[
         ("PORTCULLIS_SENTINEL_COMMENTS", "false"),
         ("PORTCULLIS_LOGS_ENDPOINT", ""),
@@ -522,6 +528,7 @@ async fn without_sinks_reports_are_acknowledged_and_dropped() {
 /// P12, second half, counted exactly: Logs Ingestion calls for the rows of a 10k-address commit.
 #[tokio::test]
 async fn a_10k_address_commit_costs_few_messages_and_few_ingestion_calls() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[("PORTCULLIS_SENTINEL_COMMENTS", "false")]).await;
     let targets: Vec<String> = (0..10_000u32)
         .map(|i| std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string())
@@ -565,6 +572,7 @@ async fn a_10k_address_commit_costs_few_messages_and_few_ingestion_calls() {
 #[tokio::test]
 #[ignore = "benchmark: run explicitly, see BENCHMARKS.md P11"]
 async fn p11_report_to_comment_latency() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     let mut host = l.host();
     let mut total = Vec::new();
@@ -605,6 +613,7 @@ async fn p11_report_to_comment_latency() {
 
 #[tokio::test]
 async fn permanent_failures_are_logged_acknowledged_and_not_retried() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let l = Loop::start(&[]).await;
     // The function has no Sentinel Responder role yet, and the rule refuses the rows.
     l.arm.script.lock().unwrap().push_back(403);

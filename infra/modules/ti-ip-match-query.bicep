@@ -13,11 +13,11 @@
 // (Azure/Azure-Sentinel, Solutions/Threat Intelligence (NEW)/Analytic Rules/IPEntity_*.yaml),
 // adapted so IPv6 indicators are not dropped by ipv4_is_private() returning null.
 
-@description('Log Analytics table with the firewall logs, e.g. CommonSecurityLog, AzureFirewall, Syslog-derived custom table.')
-param firewallTable string = 'CommonSecurityLog'
+@description('Log Analytics table with the firewall logs: PortcullisFirewall_CL (summarised rows from the agent; one row per source IP, port and window, so the match works on summaries) by default, or e.g. CommonSecurityLog (SourceIP), AzureFirewall, a Syslog-derived custom table.')
+param firewallTable string = 'PortcullisFirewall_CL'
 
 @description('Column of firewallTable that holds the remote (attacking) IP address.')
-param sourceIpColumn string = 'SourceIP'
+param sourceIpColumn string = 'SrcIp'
 
 @description('true = read the legacy ThreatIntelligenceIndicator table (ingestion ended 31 August 2025; the table is retired on 31 May 2026); false = ThreatIntelIndicators.')
 param useLegacyThreatIntelTable bool = false

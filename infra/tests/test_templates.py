@@ -276,6 +276,7 @@ RULE_VARIANTS = [
     {},
     {"blockFor": "P7D"},
     {"firewallTable": "AzureFirewall", "sourceIpColumn": "SourceIp", "useLegacyThreatIntelTable": True},
+    {"firewallTable": "CommonSecurityLog", "sourceIpColumn": "SourceIP"},
     {"firewallTable": "Syslog_Firewall_CL", "sourceIpColumn": "src_ip_s", "ruleFrequencyHours": 6,
      "indicatorLookbackDays": 7, "blockFor": "PT12H"},
 ]
@@ -287,12 +288,12 @@ def test_analytics_rule_kql_projects_mapped_columns(parsed, params):
     assert "__" not in query.replace("__queueServiceUri", ""), "unreplaced placeholder in KQL"
     columns = kql_projected_columns(query)
     mapped = [f["columnName"] for m in props["entityMappings"] for f in m["fieldMappings"]]
-    assert mapped == [params.get("sourceIpColumn", "SourceIP")]
+    assert mapped == [params.get("sourceIpColumn", "SrcIp")]
     assert props["entityMappings"][0]["entityType"] == "IP"
     assert props["entityMappings"][0]["fieldMappings"][0]["identifier"] == "Address"
     for column in mapped + list(props["customDetails"].values()):
         assert column in columns, (column, columns)
-    table = params.get("firewallTable", "CommonSecurityLog")
+    table = params.get("firewallTable", "PortcullisFirewall_CL")
     assert re.search(rf"^\s*{re.escape(table)}\s*$", query, flags=re.MULTILINE)
     legacy = params.get("useLegacyThreatIntelTable", False)
     assert ("ThreatIntelligenceIndicator" in query) is legacy
@@ -320,7 +321,7 @@ def test_analytics_rule_creates_incidents(parsed):
     _, props = _rendered_rule(parsed, {})
     assert props["incidentConfiguration"]["createIncident"] is True
     assert props["eventGroupingSettings"]["aggregationKind"] == "AlertPerResult"
-    assert "{{SourceIP}}" in props["alertDetailsOverride"]["alertDisplayNameFormat"]
+    assert "{{SrcIp}}" in props["alertDetailsOverride"]["alertDisplayNameFormat"]
 
 
 @pytest.mark.parametrize("params", RULE_VARIANTS)
@@ -373,7 +374,7 @@ def test_monitor_alert_splits_by_ip_column(parsed):
     for params in ({}, {"sourceIpColumn": "src_ip_s", "firewallTable": "Fw_CL", "evaluationFrequency": "PT15M"}):
         ev = Evaluator(monitor, {"workspaceName": "ws", "functionAppName": "app", "keyVaultName": "kv", **params})
         query = Evaluator(parsed("modules/ti-ip-match-query.bicep"), ev.module_params("tiQuery")).output("query")
-        column = params.get("sourceIpColumn", "SourceIP")
+        column = params.get("sourceIpColumn", "SrcIp")
         criteria = ev.resource_body("logAlert")["properties"]["criteria"]["allOf"][0]
         assert criteria["dimensions"] == [{"name": column, "operator": "Include", "values": ["*"]}]
         assert column in kql_projected_columns(query)

@@ -151,6 +151,16 @@ pub struct Engine {
     reports: Mutex<Option<Arc<crate::reports::Sink>>>,
 }
 
+/// The simulated outage of [`failpoint::backend_down`], checked before every backend call.
+fn outage() -> Result<(), BackendError> {
+    if failpoint::backend_down() {
+        return Err(BackendError::Unreachable(
+            "simulated outage (PORTCULLIS_FAIL_BACKEND_WHILE)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -356,11 +366,13 @@ impl Engine {
 
     /// Checks the backend without changing anything.
     pub async fn healthcheck(&self) -> Result<(), BackendError> {
+        outage()?;
         self.backend.lock().await.healthcheck().await
     }
 
     /// What the firewall holds in the backend's own objects.
     pub async fn firewall_list(&self) -> Result<Vec<Target>, BackendError> {
+        outage()?;
         self.backend.lock().await.list().await
     }
 
@@ -403,7 +415,15 @@ impl Engine {
             backend.stage_remove(*target);
         }
         let started = Instant::now();
-        match backend.commit().await {
+        let committed = match outage() {
+            // A failed commit drops what was staged, as the backend contract says.
+            Err(e) => {
+                backend.staged().take();
+                Err(e)
+            }
+            Ok(()) => backend.commit().await,
+        };
+        match committed {
             Ok(stats) => {
                 self.health.set_notices(backend.notices());
                 let elapsed = started.elapsed();
@@ -609,7 +629,12 @@ impl Engine {
     /// blocks the policy now refuses. Recreates the backend's objects first if they are gone.
     pub async fn reconcile(&self) -> Result<Reconciled, ApplyError> {
         let mut backend = self.backend.lock().await;
-        if let Err(e) = backend.healthcheck().await {
+        if let Err(e) = async {
+            outage()?;
+            backend.healthcheck().await
+        }
+        .await
+        {
             tracing::warn!(error = %e, backend = self.backend_name, "Firewall objects missing or damaged; recreating them.");
             if let Err(e) = backend.init().await {
                 self.health.backend_failed(&e.to_string());
@@ -619,7 +644,12 @@ impl Engine {
         self.health.set_notices(backend.notices());
         let now = self.clock.now();
         let desired = self.db.call(move |s| s.active_blocks(now)).await?;
-        let actual = match backend.list().await {
+        let actual = match async {
+            outage()?;
+            backend.list().await
+        }
+        .await
+        {
             Ok(list) => list,
             Err(e) => {
                 self.health.backend_failed(&e.to_string());

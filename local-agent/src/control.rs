@@ -205,35 +205,23 @@ pub async fn manual_unblock(
     })
 }
 
-/// A pinned, boxed, sendable future (without pulling in `futures`).
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-/// Builds an answer for `status` or `sync`; provided by the daemon.
-pub type StatusFn = Arc<dyn Fn() -> BoxFuture<serde_json::Value> + Send + Sync>;
-
-/// Handlers the server calls for `status` and `sync`.
-#[derive(Clone)]
-pub struct Handlers {
-    /// Builds the live status.
-    pub status: StatusFn,
+/// What the server asks the daemon for `status` and `sync` (implemented by [`crate::daemon::Daemon`]).
+#[async_trait::async_trait]
+pub trait Handlers: Send + Sync {
+    /// The live status report.
+    async fn status(&self) -> serde_json::Value;
     /// Runs a reconcile and reports it.
-    pub sync: StatusFn,
+    async fn sync(&self) -> serde_json::Value;
 }
 
-impl std::fmt::Debug for Handlers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Handlers")
-    }
-}
-
-async fn handle(engine: &Engine, handlers: &Handlers, line: &str) -> Response {
+async fn handle(engine: &Engine, handlers: &dyn Handlers, line: &str) -> Response {
     let request: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => return Response::err(format!("bad request: {e}")),
     };
     match request {
-        Request::Status => Response::ok((handlers.status)().await),
-        Request::Sync => Response::ok((handlers.sync)().await),
+        Request::Status => Response::ok(handlers.status().await),
+        Request::Sync => Response::ok(handlers.sync().await),
         Request::Block {
             target,
             for_secs,
@@ -273,7 +261,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     engine: Arc<Engine>,
-    handlers: Handlers,
+    handlers: Arc<dyn Handlers>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -288,12 +276,12 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         let engine = Arc::clone(&engine);
-        let handlers = handlers.clone();
+        let handlers = Arc::clone(&handlers);
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let response = handle(&engine, &handlers, &line).await;
+                let response = handle(&engine, handlers.as_ref(), &line).await;
                 let mut text = serde_json::to_string(&response)
                     .unwrap_or_else(|_| "{\"ok\":false}".to_owned());
                 text.push('\n');

@@ -154,13 +154,168 @@ async fn init_with_retry(engine: &Engine, token: &CancellationToken) -> anyhow::
     }
 }
 
+/// Name of the reports queue log batches go to (the handler's `PORTCULLIS_REPORTS_QUEUE` default).
+pub const REPORTS_QUEUE: &str = "portcullis-reports";
+
+/// Starts the firewall-log receiver of `[logs]`: spool beside the state database, batches signed with the
+/// queue's signing key and sent to [`REPORTS_QUEUE`] over the block queue's connection, site = the block
+/// queue's name.
+async fn start_logs(
+    config: &Config,
+    logs: crate::logs::config::LogsConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+    token: CancellationToken,
+) -> anyhow::Result<crate::logs::Running> {
+    let q = &config.queue;
+    let connection = Arc::new(
+        crate::config::connect(&q.connection, q.api_version.as_deref())
+            .context("queue connection for the reports queue")?,
+    );
+    let reports = connection.queue(REPORTS_QUEUE);
+    if q.create_queues {
+        if let Err(e) = reports.create_if_missing().await {
+            tracing::warn!(queue = REPORTS_QUEUE, error = %e, "Could not create the queue.");
+        }
+    }
+    let key = q.keys.first().cloned().context("no signing key")?;
+    let shipper = Arc::new(crate::logs::ship::QueueShipper::new(
+        reports,
+        key,
+        q.name.clone(),
+    ));
+    let log_metrics = Arc::new(crate::logs::metrics::LogMetrics::default());
+    let _ = metrics.logs.set(Arc::clone(&log_metrics));
+    let spool = config
+        .state
+        .path
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join("logs-spool");
+    crate::logs::start(logs, q.name.clone(), &spool, shipper, log_metrics, token).with_context(
+        || {
+            format!(
+                "starting the firewall-log receiver (spool {})",
+                spool.display()
+            )
+        },
+    )
+}
+
+/// What the daemon's request handlers share, built once at start: a named context instead of a ladder
+/// of cloned handles captured by closures. New daemon parts (an outbox sender, a log receiver) take what
+/// they need from here.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The validated configuration.
+    pub config: Config,
+    /// The single writer to the firewall and the state.
+    pub engine: Arc<Engine>,
+    /// The health state machine.
+    pub health: Arc<Health>,
+    /// Runs host commands (in the backend's network namespace, if any).
+    pub runner: Runner,
+    /// A handle on the main queue for the status report's depth.
+    pub status_queue: queue_message::Queue,
+}
+
+impl Daemon {
+    /// How long a failure may last before the daemon counts as unhealthy.
+    pub fn unhealthy_after(&self) -> Duration {
+        self.config
+            .metrics
+            .map(|m| m.unhealthy_after.get())
+            .unwrap_or(Duration::from_secs(300))
+    }
+
+    /// The status report: configured, live, queue depth, then the stored part (on the state's thread).
+    pub async fn status_report(&self) -> StatusReport {
+        let mut report = StatusReport::configured(&self.config);
+        report.add_live(&self.health, self.unhealthy_after());
+        report.add_queue_depth(&self.status_queue).await;
+        let now = self.engine.clock().now();
+        let stored = self
+            .engine
+            .db()
+            .call(move |s| {
+                let failed = report.add_stored(s, now).err();
+                Ok((report, failed))
+            })
+            .await;
+        let (mut report, failed) = match stored {
+            Ok((report, failed)) => (report, failed),
+            Err(e) => (StatusReport::configured(&self.config), Some(e)),
+        };
+        if let Some(e) = failed {
+            report.problems.push(format!("state: {e}"));
+        }
+        report.logs = self.engine.metrics().logs.get().map(|l| l.counts());
+        report
+    }
+}
+
+#[async_trait::async_trait]
+impl Handlers for Daemon {
+    async fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.status_report().await).unwrap_or_default()
+    }
+
+    async fn sync(&self) -> serde_json::Value {
+        let (protect, retention) = (
+            self.config.policy.protect_host_addresses,
+            self.config.state.audit_retention.get(),
+        );
+        match expire::reconcile_once(&self.engine, &self.runner, protect, retention).await {
+            Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    }
+}
+
+/// Return path (issue 10): the executor queues commit reports in the durable outbox; a task sends them to
+/// the reports queue until `token`. Off when `[reports] enabled = false` or no signing key is configured.
+async fn start_reports(
+    daemon: &Daemon,
+    tasks: &mut tokio::task::JoinSet<()>,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    let config = &daemon.config;
+    let (true, Some(key)) = (config.reports.enabled, config.queue.keys.first()) else {
+        return Ok(());
+    };
+    let r = &config.reports;
+    let connection = Arc::new(
+        crate::config::connect(&r.connection, config.queue.api_version.as_deref())
+            .context("reports queue connection")?,
+    );
+    let reports_queue = connection.queue(&r.queue);
+    if config.queue.create_queues {
+        if let Err(e) = reports_queue.create_if_missing().await {
+            tracing::warn!(queue = %r.queue, error = %e, "Could not create the reports queue.");
+        }
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    daemon.engine.send_reports(Arc::new(crate::reports::Sink {
+        site: r.site.clone(),
+        key: key.clone(),
+        bound: crate::reports::outbox::DEFAULT_BOUND,
+        wake: Arc::clone(&wake),
+    }));
+    tasks.spawn(crate::reports::sender::run(
+        daemon.engine.db().clone(),
+        reports_queue,
+        wake,
+        crate::reports::sender::Backoff::default(),
+        token.clone(),
+    ));
+    Ok(())
+}
+
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let lock = StateLock::acquire(&config.state.path)?;
     let health = Arc::new(Health::default());
     health.started();
     let engine = engine(&config, Arc::clone(&health)).await?;
-    let metrics = Arc::clone(engine.metrics());
     let (queue, poison) = queues(&config)?;
     if config.queue.create_queues {
         for q in [&queue, &poison] {
@@ -169,186 +324,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
             }
         }
     }
+    let daemon = Arc::new(Daemon {
+        status_queue: queues(&config)?.0,
+        runner: Runner::new(config.firewall.backend.netns().map(str::to_owned)),
+        config,
+        engine,
+        health,
+    });
     let token = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-
-    // Return path (issue 10): commit reports through the durable outbox to the reports queue.
-    if let (true, Some(key)) = (config.reports.enabled, config.queue.keys.first()) {
-        let r = &config.reports;
-        let connection = Arc::new(
-            crate::config::connect(&r.connection, config.queue.api_version.as_deref())
-                .context("reports queue connection")?,
-        );
-        let reports_queue = connection.queue(&r.queue);
-        if config.queue.create_queues {
-            if let Err(e) = reports_queue.create_if_missing().await {
-                tracing::warn!(queue = %r.queue, error = %e, "Could not create the reports queue.");
-            }
-        }
-        let wake = Arc::new(tokio::sync::Notify::new());
-        engine.send_reports(Arc::new(crate::reports::Sink {
-            site: r.site.clone(),
-            key: key.clone(),
-            bound: crate::reports::outbox::DEFAULT_BOUND,
-            wake: Arc::clone(&wake),
-        }));
-        tasks.spawn(crate::reports::sender::run(
-            engine.db().clone(),
-            reports_queue,
-            wake,
-            crate::reports::sender::Backoff::default(),
+    daemon.serve_control(&mut tasks, &token)?;
+    daemon.serve_metrics(&mut tasks, &token).await?;
+    start_reports(&daemon, &mut tasks, &token).await?;
+    if let Some(logs) = &daemon.config.logs {
+        let running = start_logs(
+            &daemon.config,
+            logs.clone(),
+            daemon.engine.metrics(),
             token.clone(),
-        ));
-    }
-
-    // Control socket: status, sync, block, unblock.
-    let status_queue = Arc::new(queues(&config)?.0);
-    let runner = Runner::new(config.firewall.backend.netns().map(str::to_owned));
-    let handlers = {
-        let status_engine = Arc::clone(&engine);
-        let status_config = config.clone();
-        let status_health = Arc::clone(&health);
-        let unhealthy_after = config
-            .metrics
-            .map(|m| m.unhealthy_after.get())
-            .unwrap_or(Duration::from_secs(300));
-        let sync_engine = Arc::clone(&engine);
-        let sync_runner = runner.clone();
-        let protect = config.policy.protect_host_addresses;
-        let retention = config.state.audit_retention.get();
-        Handlers {
-            status: Arc::new(move || {
-                let engine = Arc::clone(&status_engine);
-                let config = status_config.clone();
-                let health = Arc::clone(&status_health);
-                let queue = Arc::clone(&status_queue);
-                Box::pin(async move {
-                    let mut report = StatusReport::configured(&config);
-                    report.add_live(&health, unhealthy_after);
-                    report.add_queue_depth(&queue).await;
-                    let now = engine.clock().now();
-                    let stored = engine
-                        .db()
-                        .call(move |s| {
-                            let failed = report.add_stored(s, now).err();
-                            Ok((report, failed))
-                        })
-                        .await;
-                    let report = match stored {
-                        Ok((report, None)) => report,
-                        Ok((mut report, Some(e))) => {
-                            report.problems.push(format!("state: {e}"));
-                            report
-                        }
-                        Err(e) => {
-                            let mut report = StatusReport::configured(&config);
-                            report.problems.push(format!("state: {e}"));
-                            report
-                        }
-                    };
-                    serde_json::to_value(report).unwrap_or_default()
-                })
-            }),
-            sync: Arc::new(move || {
-                let engine = Arc::clone(&sync_engine);
-                let runner = sync_runner.clone();
-                Box::pin(async move {
-                    match expire::reconcile_once(&engine, &runner, protect, retention).await {
-                        Ok(r) => serde_json::to_value(r).unwrap_or_default(),
-                        Err(e) => serde_json::json!({ "error": e.to_string() }),
-                    }
-                })
-            }),
-        }
-    };
-    let listener = control::bind(&config.state.socket).with_context(|| {
-        format!(
-            "opening the control socket {}",
-            config.state.socket.display()
         )
-    })?;
-    tasks.spawn(control::serve(
-        listener,
-        Arc::clone(&engine),
-        handlers,
-        token.clone(),
-    ));
-
-    if let Some(m) = config.metrics {
-        let router = endpoint::router(
-            Arc::clone(&metrics),
-            Arc::clone(&health),
-            m.unhealthy_after.get(),
-        );
-        let t = token.clone();
-        let listener = tokio::net::TcpListener::bind(m.listen)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {}", m.listen))?;
-        tracing::info!(listen = %m.listen, "Metrics endpoint listening.");
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { t.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "Metrics endpoint failed.");
-            }
-        });
+        .await?;
+        tasks.spawn(running.join());
     }
-
     tracing::info!(
-        backend = engine.backend_name(),
-        queue = %config.queue.name,
-        poison_queue = %config.queue.poison_name,
-        state = %config.state.path.display(),
+        backend = daemon.engine.backend_name(),
+        queue = %daemon.config.queue.name,
+        poison_queue = %daemon.config.queue.poison_name,
+        state = %daemon.config.state.path.display(),
         lock = %lock.path().display(),
         "Portcullis agent starting."
     );
-
-    let work = {
-        let engine = Arc::clone(&engine);
-        let token = token.clone();
-        let config = config.clone();
-        async move {
-            if !init_with_retry(&engine, &token).await? {
-                return Ok::<(), anyhow::Error>(());
-            }
-            let retention = config.state.audit_retention.get();
-            let protect = config.policy.protect_host_addresses;
-            match expire::reconcile_once(&engine, &runner, protect, retention).await {
-                Ok(r) => tracing::info!(
-                    active = r.active,
-                    readded = r.readded,
-                    removed = r.removed,
-                    "Start-up reconcile done."
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Start-up reconcile failed; the periodic reconcile will retry.")
-                }
-            }
-            let consumer = Consumer::new(Arc::clone(&engine), queue, poison, config.queue.clone());
-            let mut inner = tokio::task::JoinSet::new();
-            inner.spawn(expire::run_expiry(Arc::clone(&engine), token.clone()));
-            inner.spawn(expire::run_reconcile(
-                Arc::clone(&engine),
-                runner,
-                config.firewall.reconcile_interval.get(),
-                protect,
-                retention,
-                token.clone(),
-            ));
-            tracing::info!("Consuming the queue.");
-            consumer.run(token.clone()).await;
-            while inner.join_next().await.is_some() {}
-            Ok(())
-        }
-    };
-    let work = tokio::spawn(work);
+    let work = tokio::spawn(Arc::clone(&daemon).work(queue, poison, token.clone()));
     tokio::pin!(work);
-
     let result = tokio::select! {
         () = shutdown => {
             tracing::info!("Shutdown requested; finishing the current batch.");
-            health.stopping();
+            daemon.health.stopping();
             token.cancel();
             match tokio::time::timeout(SHUTDOWN_LIMIT, &mut work).await {
                 Ok(joined) => joined.context("agent task")?,
@@ -367,10 +378,102 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    engine.shutdown().await;
-    let _ = std::fs::remove_file(&config.state.socket);
+    daemon.engine.shutdown().await;
+    let _ = std::fs::remove_file(&daemon.config.state.socket);
     tracing::info!("Portcullis agent stopped; blocks stay in place.");
     result
+}
+
+impl Daemon {
+    /// Opens the control socket (status, sync, block, unblock) and serves it until `token`.
+    fn serve_control(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let socket = &self.config.state.socket;
+        let listener = control::bind(socket)
+            .with_context(|| format!("opening the control socket {}", socket.display()))?;
+        tasks.spawn(control::serve(
+            listener,
+            Arc::clone(&self.engine),
+            Arc::clone(self) as Arc<dyn Handlers>,
+            token.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Opens the `/metrics` and `/healthz` endpoint when configured, served until `token`.
+    async fn serve_metrics(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(m) = self.config.metrics else {
+            return Ok(());
+        };
+        let router = endpoint::router(
+            Arc::clone(self.engine.metrics()),
+            Arc::clone(&self.health),
+            m.unhealthy_after.get(),
+        );
+        let listener = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {}", m.listen))?;
+        tracing::info!(listen = %m.listen, "Metrics endpoint listening.");
+        let token = token.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "Metrics endpoint failed.");
+            }
+        });
+        Ok(())
+    }
+
+    /// The agent's work: initialise the backend (retrying while unreachable), reconcile once, then run the
+    /// consumer, the expiry task and the periodic reconcile until `token`.
+    async fn work(
+        self: Arc<Self>,
+        queue: queue_message::Queue,
+        poison: queue_message::Queue,
+        token: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let engine = &self.engine;
+        if !init_with_retry(engine, &token).await? {
+            return Ok(());
+        }
+        let retention = self.config.state.audit_retention.get();
+        let protect = self.config.policy.protect_host_addresses;
+        match expire::reconcile_once(engine, &self.runner, protect, retention).await {
+            Ok(r) => tracing::info!(
+                active = r.active,
+                readded = r.readded,
+                removed = r.removed,
+                "Start-up reconcile done."
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Start-up reconcile failed; the periodic reconcile will retry.")
+            }
+        }
+        let consumer = Consumer::new(Arc::clone(engine), queue, poison, self.config.queue.clone());
+        let mut inner = tokio::task::JoinSet::new();
+        inner.spawn(expire::run_expiry(Arc::clone(engine), token.clone()));
+        inner.spawn(expire::run_reconcile(
+            Arc::clone(engine),
+            self.runner.clone(),
+            self.config.firewall.reconcile_interval.get(),
+            protect,
+            retention,
+            token.clone(),
+        ));
+        tracing::info!("Consuming the queue.");
+        consumer.run(token).await;
+        while inner.join_next().await.is_some() {}
+        Ok(())
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -248,6 +248,8 @@ pub fn whole_millis(t: DateTime<Utc>) -> DateTime<Utc> {
 /// `budget` caps the number of *new* blocks (targets not blocked before); ops that would exceed it are
 /// dropped and their group is listed in [`Plan::deferred`], so the caller keeps those messages queued.
 /// Extensions and releases are never limited.
+// Long on purpose: one pass over the operations and one over the touched targets, each a single match
+// over the intent or the change; splitting them would hide the budget rule between two functions.
 pub fn plan(
     ops: &[Op],
     current: &HashMap<Target, Claims>,

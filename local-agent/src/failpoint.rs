@@ -5,7 +5,8 @@
 //! `FAILPOINT <name> reached` to stderr and stops making progress, so a test can `kill -9` it exactly
 //! between two steps of the commit protocol and check that a restart converges on the same state.
 //! Release builds ignore the variable. `PORTCULLIS_FAIL_BACKEND_WHILE=<path>` simulates a firewall outage
-//! for as long as the file exists ([`backend_down`]).
+//! for as long as the file exists ([`backend_down`]), whatever the backend: the engine checks it before
+//! every backend call.
 
 /// Stops here forever if `PORTCULLIS_FAILPOINT` names this point (debug builds only).
 #[cfg(debug_assertions)]
@@ -23,7 +24,9 @@ pub fn hit(name: &str) {
 pub fn hit(_name: &str) {}
 
 /// True while the file named by `PORTCULLIS_FAIL_BACKEND_WHILE` exists (debug builds only): the engine
-/// then treats the firewall as unreachable (commits and healthchecks fail), for the outage tests.
+/// then treats the firewall as unreachable — commits, lists and healthchecks (not `init`) fail with
+/// [`BackendError::Unreachable`](crate::backends::BackendError::Unreachable) before reaching the backend,
+/// whichever it is — for the outage tests.
 #[cfg(debug_assertions)]
 pub fn backend_down() -> bool {
     std::env::var_os("PORTCULLIS_FAIL_BACKEND_WHILE")

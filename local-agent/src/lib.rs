@@ -34,6 +34,7 @@ pub mod expire;
 pub mod failpoint;
 pub mod health;
 pub mod hostaddr;
+pub mod logs;
 pub mod metrics;
 pub mod policy;
 pub mod poll;

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub queue_errors: Counter,
     /// Entries reconcile re-added or removed.
     pub reconcile_repairs: Counter,
+    /// Probes of a failing firewall or state database while the consumer receives nothing.
+    pub recovery_probes: Counter,
     /// Storage transactions (REST calls) made on the queue and the poison queue: what Azure bills.
     pub queue_transactions: Counter,
     /// Blocks in force.
@@ -84,6 +86,8 @@ pub struct Metrics {
     pub last_poll: FloatGauge,
     /// Unix time of the last successful commit.
     pub last_commit: FloatGauge,
+    /// The firewall-log receiver's counters, when `[logs]` is on (rendered after the registry's).
+    pub logs: std::sync::OnceLock<std::sync::Arc<crate::logs::metrics::LogMetrics>>,
     registry: Registry,
 }
 
@@ -104,11 +108,13 @@ impl Default for Metrics {
             poll_duration: Histogram::new(BUCKETS),
             queue_errors: Counter::default(),
             reconcile_repairs: Counter::default(),
+            recovery_probes: Counter::default(),
             queue_transactions: Counter::default(),
             active_blocks: FloatGauge::default(),
             rate_limited: FloatGauge::default(),
             last_poll: FloatGauge::default(),
             last_commit: FloatGauge::default(),
+            logs: std::sync::OnceLock::new(),
             registry: Registry::with_prefix("portcullis_agent"),
         };
         m.register();
@@ -121,7 +127,7 @@ impl Metrics {
     pub const CONTENT_TYPE: &'static str =
         "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-    /// Registers every series (the metric handles are shared `Arc`s: the registry and the fields see the
+    /// Registers every series from one table per kind (long only because the tables are) (the metric handles are shared `Arc`s: the registry and the fields see the
     /// same values). Counters get the `_total` suffix from the library.
     fn register(&mut self) {
         let r = &mut self.registry;
@@ -166,6 +172,11 @@ impl Metrics {
                 "reconcile_repairs",
                 "Firewall entries reconcile re-added or removed",
                 &self.reconcile_repairs,
+            ),
+            (
+                "recovery_probes",
+                "Probes of a failing firewall or state database while nothing is received",
+                &self.recovery_probes,
             ),
             (
                 "queue_transactions",
@@ -248,6 +259,14 @@ impl Metrics {
         let mut text = String::with_capacity(4096);
         // Writing into a String cannot fail; an encoding error would leave the text short, not panic.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        if let Some(logs) = self.logs.get() {
+            // The log series go before the closing `# EOF` of the OpenMetrics text.
+            if text.ends_with("# EOF\n") {
+                text.truncate(text.len() - "# EOF\n".len());
+            }
+            logs.render(&mut text);
+            text.push_str("# EOF\n");
+        }
         text
     }
 }
@@ -275,6 +294,7 @@ mod tests {
             "portcullis_agent_active_blocks 3.0\n",
             "# TYPE portcullis_agent_queue_transactions counter\n",
             "portcullis_agent_queue_transactions_total 5\n",
+            "portcullis_agent_recovery_probes_total 0\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -249,6 +249,7 @@ impl Consumer {
                 return;
             }
             *backoff = (*backoff * 2).min(STALL_PROBE_MAX);
+            self.metrics.recovery_probes.inc();
             let probe = match stall {
                 Stall::Backend => self.engine.healthcheck().await.map_err(|e| e.to_string()),
                 Stall::Store => {

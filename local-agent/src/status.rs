@@ -51,6 +51,9 @@ pub struct StatusReport {
     /// Reports waiting in the outbox for the reports queue (`None`: a database from before the outbox,
     /// read-only).
     pub outbox_depth: Option<u64>,
+    /// The firewall-log receiver's counters, when `[logs]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::logs::metrics::LogCounts>,
 }
 
 impl StatusReport {

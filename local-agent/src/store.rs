@@ -737,6 +737,8 @@ impl Store {
 
     /// Records the outcome of a commit in one transaction: claims and blocks of the touched targets,
     /// audit events, seen ids, finished deliveries, meta values.
+    // Long on purpose: every statement runs inside the one transaction that makes a commit's record
+    // all-or-nothing; each block is one table (claims and blocks, audit, seen, deliveries, meta).
     pub fn record(&mut self, record: &Record) -> Result<(), StoreError> {
         let now = record.at;
         let tx = self.conn.transaction()?;

@@ -83,6 +83,7 @@ async fn block_and_unblock(lab: &Lab, backend: &mut dyn Backend) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_blocks_and_unblocks_v4_and_v6() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = nft(&lab, Format::Auto);
     block_and_unblock(&lab, &mut b).await;
@@ -90,6 +91,7 @@ async fn nftables_blocks_and_unblocks_v4_and_v6() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_text_format_works_too() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = nft(&lab, Format::Text);
     block_and_unblock(&lab, &mut b).await;
@@ -97,6 +99,7 @@ async fn nftables_text_format_works_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipset_blocks_and_unblocks_v4_and_v6() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = ipset(&lab);
     block_and_unblock(&lab, &mut b).await;
@@ -148,6 +151,7 @@ async fn cidr_covers_its_range(lab: &Lab, backend: &mut dyn Backend) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_cidr_covers_its_range() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = nft(&lab, Format::Auto);
     cidr_covers_its_range(&lab, &mut b).await;
@@ -155,6 +159,7 @@ async fn nftables_cidr_covers_its_range() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipset_cidr_covers_its_range() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = ipset(&lab);
     cidr_covers_its_range(&lab, &mut b).await;
@@ -162,6 +167,7 @@ async fn ipset_cidr_covers_its_range() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_kernel_timeout_lifts_a_block_without_the_agent() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = nft(&lab, Format::Auto);
     b.init().await.unwrap();
@@ -177,6 +183,7 @@ async fn nftables_kernel_timeout_lifts_a_block_without_the_agent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_survives_an_external_flush_and_init_is_idempotent() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = nft(&lab, Format::Auto);
     b.init().await.unwrap();
@@ -230,6 +237,7 @@ fn nft_timeout(lab: &Lab, set: &str, target: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_text_format_takes_blocks_longer_than_1157_days() {
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let mut b = nft(&lab, Format::Text);
     b.init().await.unwrap();
@@ -247,6 +255,7 @@ async fn nftables_text_format_takes_blocks_longer_than_1157_days() {
 /// in both transaction forms.
 #[tokio::test(flavor = "multi_thread")]
 async fn nftables_extending_a_block_refreshes_the_kernel_timeout() {
+    queue_message::require!(crate::netns::available());
     for format in [Format::Json, Format::Text] {
         let lab = Lab::new();
         let mut b = nft(&lab, format);

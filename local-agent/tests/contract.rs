@@ -6,9 +6,14 @@
 //! backend says, through a [`Device`] probe that reads (and, where it can, changes) the firewall behind the
 //! backend's back.
 //!
-//! To instantiate it for another backend, implement [`Device`] (e.g. for nftables: `entries` parses
-//! `nft -j list set` inside the namespace, `lose` runs `nft delete element`, `fail_writes` returns false
-//! or makes the next `nft` run fail) and call
+//! Every step runs for every backend except one: the dry-run backend has no device that could refuse a
+//! write, so its failing-write step is skipped ([`Report::failure_checked`] stays false). nftables and
+//! ipset fail writes through a wrapper around the real tool (`contract_local`), the appliances through
+//! their fakes. The outage failpoint (`PORTCULLIS_FAIL_BACKEND_WHILE`) acts in the engine, in front of any
+//! backend, and is exercised by the queue outage test.
+//!
+//! To instantiate it for another backend, implement [`Device`] (for nftables: `entries` lists through a
+//! twin instance, `lose` removes through the twin, `fail_writes` arms the `nft` wrapper) and call
 //! `contract::run(&|| Box::pin(async { build_backend() }), &device, Options::default()).await` ([`factory`]
 //! makes that closure for a backend built from config text).
 

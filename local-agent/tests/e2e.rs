@@ -134,6 +134,8 @@ pub fn incident(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sentinel_incident_posted_to_the_handler_ends_in_a_dropped_packet() {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let env = Env::new().await;
     let firewall = format!(

@@ -37,6 +37,8 @@ fn nft_elements(lab: &Lab) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queued_block_drops_the_peer_and_unblock_and_expiry_let_it_back() {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let env = Env::new().await;
     let config = env.config(&nftables(&lab), "", "");
@@ -84,6 +86,8 @@ async fn a_queued_block_drops_the_peer_and_unblock_and_expiry_let_it_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cidr_block_covers_its_range_and_the_host_itself_is_never_blocked() {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let inner = Ipv4Addr::new(198, 51, 100, 77);
     let outside = Ipv4Addr::new(198, 51, 100, 130);
@@ -130,6 +134,8 @@ async fn a_cidr_block_covers_its_range_and_the_host_itself_is_never_blocked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_repairs_an_external_flush_and_removes_strangers_from_our_set() {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let env = Env::new().await;
     let config = env.config(&nftables(&lab), "", "");
@@ -169,6 +175,8 @@ async fn reconcile_repairs_an_external_flush_and_removes_strangers_from_our_set(
 
 /// Kill -9 at a crash point, restart, and check that the state converges and nothing is applied twice.
 async fn crash_and_restart(failpoint: &str) {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let env = Env::new().await;
     let config = env.config(&nftables(&lab), "", "");
@@ -232,6 +240,8 @@ async fn a_crash_before_the_delete_converges_after_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_keeps_failing_goes_to_the_poison_queue_with_the_error() {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let env = Env::new().await;
     // An ipset that holds one entry: the firewall refuses the second ("Hash is full") every time.
@@ -269,6 +279,8 @@ async fn a_message_that_keeps_failing_goes_to_the_poison_queue_with_the_error() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ipset_backend_blocks_through_the_whole_agent_too() {
+    queue_message::require!(queue_message::testing::azurite_available());
+    queue_message::require!(crate::netns::available());
     let lab = Lab::new();
     let env = Env::new().await;
     let config = env.config(&ipset(&lab, 65536), "", "");

@@ -54,8 +54,9 @@ fn must(args: &[&str]) {
     );
 }
 
-/// Whether this process can build labs (root, `ip` and `nc` present). Tests that need a lab should
-/// `assert!` on it with the returned reason, not skip silently.
+/// Whether this process can build labs (root, `ip` and `nc` present). Tests that need a lab start with
+/// `queue_message::require!(crate::netns::available())`: skipped with the printed reason under a plain
+/// `cargo test`, a failure under `make test` (`PORTCULLIS_TEST_REQUIRE_ALL`).
 pub fn available() -> Result<(), String> {
     let uid = run(&["id", "-u"]);
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {

@@ -148,6 +148,7 @@ fn applying_the_same_batch_twice_gives_the_same_state_dry_run() {
 
 #[test]
 fn applying_the_same_batch_twice_gives_the_same_state_nftables() {
+    queue_message::require!(crate::netns::available());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,7 +9,7 @@ use queue_message::Action;
 
 use crate::util::{
     audit, audit_count, cli, cli_ok, eventually, eventually_async, free_port, listed,
-    listed_targets, AgentProcess, Env,
+    listed_targets, metric, AgentProcess, Env,
 };
 
 const DRY_RUN: &str = "[firewall]\nbackend = \"dry-run\"\nreconcile_interval = \"5s\"\n";
@@ -17,6 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_block_is_applied_and_its_message_deleted() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -51,6 +52,7 @@ async fn a_signed_block_is_applied_and_its_message_deleted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_unsigned_unknown_version_and_garbage_go_to_the_poison_queue() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -109,6 +111,7 @@ async fn forged_unsigned_unknown_version_and_garbage_go_to_the_poison_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_message_is_poisoned_and_an_expired_one_discarded() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -147,6 +150,7 @@ async fn a_replayed_message_is_poisoned_and_an_expired_one_discarded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_targets_never_reach_the_firewall() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "allowlist = [\"198.51.100.128/25\"]", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -197,6 +201,7 @@ async fn refused_targets_never_reach_the_firewall() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_stays_blocked_until_every_claim_is_lifted_and_blocks_expire() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -234,6 +239,7 @@ async fn a_target_stays_blocked_until_every_claim_is_lifted_and_blocks_expire() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manual_block_and_unblock_through_the_daemon_and_without_it() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     {
@@ -281,6 +287,7 @@ async fn manual_block_and_unblock_through_the_daemon_and_without_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rate_limit_holds_back_new_blocks_and_keeps_the_message() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "max_new_blocks_per_hour = 2", "");
     let _agent = AgentProcess::start(&config, &[]);
@@ -318,6 +325,7 @@ async fn the_rate_limit_holds_back_new_blocks_and_keeps_the_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_window_turns_a_burst_into_one_commit() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let port = free_port();
     let firewall = format!(
@@ -362,6 +370,7 @@ async fn a_batch_window_turns_a_burst_into_one_commit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_check_report_on_a_healthy_setup() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let check = cli_ok(&config, &["check"]);
@@ -387,6 +396,7 @@ async fn status_and_check_report_on_a_healthy_setup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_fails_clearly_on_the_first_problem() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     // A missing queue.
     let config = env.config(DRY_RUN, "", "");
@@ -425,12 +435,15 @@ async fn check_fails_clearly_on_the_first_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("conection"));
 }
 
-/// D1: blocks arriving while the firewall is down for longer than `max_dequeue_count` visibility timeouts
-/// are applied once it recovers; the outage does not use up their deliveries and nothing is poisoned.
+/// Blocks arriving while the firewall is down for longer than `max_dequeue_count` visibility timeouts are
+/// applied once it recovers; the outage does not use up their deliveries and nothing is poisoned.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_outage_longer_than_the_delivery_limit_poisons_nothing() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
-    let config = env.config(DRY_RUN, "", "max_dequeue_count = 2");
+    let port = free_port();
+    let firewall = format!("{DRY_RUN}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let config = env.config(&firewall, "", "max_dequeue_count = 2");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("visibility_timeout = \"3s\"", "visibility_timeout = \"1s\"");
@@ -450,9 +463,27 @@ async fn a_backend_outage_longer_than_the_delivery_limit_poisons_nothing() {
     );
     let second = env.message(Action::Block, &["198.51.100.8"], Span::hours(1), "2");
     env.send(&second).await;
-    // Well past max_dequeue_count × visibility_timeout: without the stall both would be poisoned by now.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Three recovery probes come 1 + 2 + 4 s into the stall: well past max_dequeue_count × the 1 s
+    // visibility timeout, so without the stall both messages would have been received again by then.
+    let probes = "portcullis_agent_recovery_probes_total";
+    assert!(
+        eventually_async(Duration::from_secs(60), || async {
+            metric(port, probes).await >= 3.0
+        })
+        .await,
+        "the consumer did not stall and probe:\n{}",
+        agent.log()
+    );
     assert!(listed(&config).is_empty(), "nothing can apply while down");
+    let peeked = env.queue.peek(32).await.unwrap();
+    let arrived_late = peeked
+        .iter()
+        .find(|p| p.text == second.encode(&env.key))
+        .expect("the second message is still queued");
+    assert_eq!(
+        arrived_late.dequeue_count, 0,
+        "a message sent during the outage was received while stalled"
+    );
     std::fs::remove_file(&down).unwrap();
 
     assert!(
@@ -467,10 +498,11 @@ async fn a_backend_outage_longer_than_the_delivery_limit_poisons_nothing() {
     assert!(env.drain_poison().await.is_empty());
 }
 
-/// D10b: a message that stops the agent every time it is applied is poisoned on its own; the innocent
+/// A message that stops the agent every time it is applied is poisoned on its own; the innocent
 /// message received in the same batch is applied, not poisoned with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_message_that_crash_loops_the_agent_is_poisoned() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "max_dequeue_count = 1");
     let text = std::fs::read_to_string(&config)
@@ -510,12 +542,15 @@ async fn only_the_message_that_crash_loops_the_agent_is_poisoned() {
     assert!(env.drain_poison().await.is_empty());
 }
 
-/// D7: when the state cannot record a committed block, the message does not count towards the poison
+/// When the state cannot record a committed block, the message does not count towards the poison
 /// queue, reconcile does not lift the committed entry, and once the state works the block is recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_record_after_a_commit_neither_poisons_nor_lifts_the_block() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
-    let config = env.config(DRY_RUN, "", "max_dequeue_count = 1");
+    let port = free_port();
+    let firewall = format!("{DRY_RUN}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let config = env.config(&firewall, "", "max_dequeue_count = 1");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("visibility_timeout = \"3s\"", "visibility_timeout = \"1s\"");
@@ -536,8 +571,17 @@ async fn a_failed_record_after_a_commit_neither_poisons_nor_lifts_the_block() {
     // A reconcile (done when `sync` returns) now sees an entry the state does not know; it must keep it.
     let synced = cli_ok(&config, &["sync"]);
     assert!(synced.contains(" 0 removed"), "{synced}");
-    // Past max_dequeue_count deliveries' worth of visibility timeouts while the store fails.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each failed record stalls the consumer and probes the state once before the next delivery: two
+    // probes mean the message was delivered past max_dequeue_count while the store failed.
+    let probes = "portcullis_agent_recovery_probes_total";
+    assert!(
+        eventually_async(Duration::from_secs(60), || async {
+            metric(port, probes).await >= 2.0
+        })
+        .await,
+        "the message was not retried while the store failed:\n{}",
+        agent.log()
+    );
     std::fs::remove_file(&broken).unwrap();
     assert!(
         eventually(WAIT, || listed_targets(&config) == ["198.51.100.7"]),
@@ -559,6 +603,7 @@ async fn a_failed_record_after_a_commit_neither_poisons_nor_lifts_the_block() {
 /// recorded, its message deleted, the block stays, and the agent exits 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_a_batch_in_flight_commits_it_and_exits_cleanly() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(
         "[firewall]\nbackend = \"dry-run\"\n[firewall.dry-run]\nbatch_window = \"1h\"\n",

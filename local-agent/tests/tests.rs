@@ -39,3 +39,8 @@ mod contract_local;
 
 /// UniFi, OPNsense, MikroTik and pfSense against fake devices over HTTPS.
 mod appliances;
+
+/// The CLI without a running daemon, as a new user meets it: what changes the host and what does not.
+mod first_hour;
+/// The firewall-log receiver over loopback UDP and TCP: framing, sender filter, rows, spool, outage.
+mod logs;

@@ -173,6 +173,18 @@ level = "portcullis_agent=debug,info"
     }
 }
 
+/// The value of the series `name` on the agent's `/metrics` at `port` (0 when absent or unreachable).
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let Ok(reply) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return 0.0;
+    };
+    let text = reply.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The agent binary under test.
 pub fn agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis-agent")

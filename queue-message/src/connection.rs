@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 
+use crate::credential::BoundedCredential;
 use crate::sas::{redact, AccountSas};
 
 /// Azurite's published development account.
@@ -78,10 +79,46 @@ impl QueueError {
                 Self::StaleReceipt(text)
             }
             Some(StatusCode::NotFound) => Self::NotFound(queue.to_owned()),
-            Some(StatusCode::Unauthorized) | Some(StatusCode::Forbidden) => Self::Denied(text),
-            _ => Self::Unavailable(text),
+            Some(StatusCode::Unauthorized) | Some(StatusCode::Forbidden) => {
+                Self::Denied(readable(err))
+            }
+            _ => Self::Unavailable(readable(err)),
         }
     }
+}
+
+/// One readable line for an SDK error: the HTTP status and the service's error code, or the chain of causes of a
+/// transport error ("… : Connection refused (os error 111)"). The SDK's `Debug` output, which this replaces in
+/// messages, spans many lines, embeds the raw response and, with `RUST_BACKTRACE=1`, a backtrace.
+fn readable(err: &azure_core::Error) -> String {
+    let line = match err.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            let code = error_code
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            format!(
+                "HTTP {} {}{code}",
+                u16::from(*status),
+                status.canonical_reason()
+            )
+        }
+        _ => {
+            let mut parts: Vec<String> = vec![err.to_string()];
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !parts.iter().any(|p| p.contains(&text)) {
+                    parts.push(text);
+                }
+                source = cause.source();
+            }
+            parts.join(": ")
+        }
+    };
+    redact(&line.replace(['\n', '\r'], " "))
 }
 
 enum Auth {
@@ -299,9 +336,20 @@ impl QueueConnection {
         service_uri: &str,
         client_id: Option<&str>,
     ) -> Result<Self, ConnectionError> {
+        // The App Service (Functions) identity endpoint honours these retries; the VM one keeps its own
+        // (72 s). Either way [`Self::with_retry`] bounds the whole token request (BoundedCredential).
+        let client_options = azure_core::http::ClientOptions {
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: 3,
+                max_total_elapsed: azure_core::time::Duration::seconds(10),
+                max_delay: azure_core::time::Duration::seconds(2),
+                ..ExponentialRetryOptions::default()
+            }),
+            ..azure_core::http::ClientOptions::default()
+        };
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: client_id.map(|id| UserAssignedId::ClientId(id.to_owned())),
-            ..Default::default()
+            client_options,
         };
         let credential = ManagedIdentityCredential::new(Some(options))
             .map_err(|e| ConnectionError::Credential(format!("{e:?}")))?;
@@ -360,11 +408,20 @@ impl QueueConnection {
         self
     }
 
+    /// The `x-ms-version` set by [`Self::with_api_version`], if any.
+    pub fn api_version(&self) -> Option<&str> {
+        self.api_version.as_deref()
+    }
+
     /// Bounds the SDK's retries of every operation: at most `max_retries` retries (exponential back-off
     /// from 200 ms, at most 2 s apart), none started later than `max_total` after the first attempt. The
     /// SDK's default (8 retries within a minute, up to 30 s apart) makes a dead queue take well over a
-    /// minute to report, longer than a webhook caller waits for an answer.
+    /// minute to report, longer than a webhook caller waits for an answer. An Entra ID token request is
+    /// bounded by `max_total` as well (the identity crate retries on its own, for up to 72 s).
     pub fn with_retry(mut self, max_retries: u32, max_total: std::time::Duration) -> Self {
+        if let Auth::Token(credential) = &self.auth {
+            self.auth = Auth::Token(BoundedCredential::new(Arc::clone(credential), max_total));
+        }
         self.retry = Some(RetryLimits {
             max_retries,
             max_total,
@@ -785,6 +842,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("https"));
+    }
+
+    // First-hour defect 2: errors were the SDK's multi-line Debug dump.
+    #[test]
+    fn sdk_errors_read_as_one_line_with_the_cause() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let err = azure_core::Error::with_error(
+            azure_core::error::ErrorKind::Io,
+            refused,
+            "error sending request",
+        );
+        let e = QueueError::from_azure(&err, "q");
+        assert_eq!(
+            e.to_string(),
+            "queue service unavailable: error sending request: Connection refused (os error 111)"
+        );
+        let err = azure_core::Error::new(
+            azure_core::error::ErrorKind::HttpResponse {
+                status: StatusCode::Forbidden,
+                error_code: Some("AuthenticationFailed".to_owned()),
+                raw_response: None,
+            },
+            "Server failed to authenticate the request.\nRequestId:1",
+        );
+        assert_eq!(
+            QueueError::from_azure(&err, "q").to_string(),
+            "queue access denied: HTTP 403 Forbidden (AuthenticationFailed)"
+        );
+    }
+
+    #[test]
+    fn retry_bounds_also_bound_the_token_request() {
+        let c = QueueConnection::with_credential(
+            "https://acct.queue.core.windows.net",
+            ManagedIdentityCredential::new(None).unwrap(),
+        )
+        .unwrap();
+        assert!(!format!("{:?}", token_credential(&c)).contains("BoundedCredential"));
+        let c = c.with_retry(3, std::time::Duration::from_secs(10));
+        let debug = format!("{:?}", token_credential(&c));
+        assert!(debug.contains("BoundedCredential"), "{debug}");
+        assert!(debug.contains("limit: 10s"), "{debug}");
+    }
+
+    fn token_credential(c: &QueueConnection) -> &Arc<dyn TokenCredential> {
+        match &c.auth {
+            Auth::Token(credential) => credential,
+            _ => panic!("not a token connection"),
+        }
     }
 
     #[test]

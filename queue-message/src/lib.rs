@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod connection;
+pub mod credential;
 pub mod duration;
 /// The known-answer signing test shared by the handler's and the agent's tests.
 #[cfg(any(test, feature = "testing"))]
@@ -31,6 +32,16 @@ pub use report::{
     LogBatch, Report, ReportBody,
 };
 pub use target::{Target, TargetError};
+
+/// Queue API version (`x-ms-version`) both binaries send to loopback endpoints (Azurite), unless configured: the
+/// newest Azurite 3.35 accepts without `--skipApiVersionCheck`. The SDK's default is newer, and Azurite refuses
+/// it. Real Azure gets the SDK's default.
+pub const AZURITE_API_VERSION: &str = "2025-11-05";
+
+/// The endpoint is on this machine (`127.0.0.1`, `localhost`, `[::1]`): an emulator, not Azure.
+pub fn is_loopback(url: &url::Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -129,7 +129,7 @@ impl fmt::Display for Refusal {
             Self::SpecialPurpose(r) => write!(f, "overlaps {} {} ({})", r.name, r.cidr, r.rfc),
             Self::Allowlisted(net) => write!(f, "overlaps allowlisted {net}"),
             Self::TooBroad { prefix, min } => {
-                write!(f, "a /{prefix} is broader than the minimum prefix /{min}")
+                write!(f, "too broad (/{prefix}; minimum prefix /{min})")
             }
         }
     }
@@ -197,12 +197,11 @@ impl NeverBlock {
         &self.lab_ranges
     }
 
-    /// Decides whether `target` may be blocked.
+    /// Decides whether `target` may be blocked. With several reasons the most useful one is reported: a
+    /// network that is too broad first (it overlaps everything, so naming one allowlisted address it happens
+    /// to cover tells a person nothing), then the allowlist, then the special-purpose ranges.
     pub fn check(&self, target: &Target) -> Result<(), Refusal> {
         let net = target.net();
-        if let Some(allowed) = self.allowlist.iter().find(|a| target.overlaps(a)) {
-            return Err(Refusal::Allowlisted(*allowed));
-        }
         let min = if target.is_ipv4() {
             self.min_prefix_v4
         } else {
@@ -213,6 +212,9 @@ impl NeverBlock {
                 prefix: net.prefix_len(),
                 min,
             });
+        }
+        if let Some(allowed) = self.allowlist.iter().find(|a| target.overlaps(a)) {
+            return Err(Refusal::Allowlisted(*allowed));
         }
         let in_lab = self.lab_ranges.iter().any(|lab| lab.contains(&net));
         if !in_lab {
@@ -307,6 +309,30 @@ mod tests {
                 prefix: 31,
                 min: 32
             })
+        );
+    }
+
+    // First-hour defect 6: `block 0.0.0.0/0` was refused as "overlaps allowlisted 10.255.255.53/32" (the host's
+    // DNS server); the reason a person needs is that it is too broad.
+    #[test]
+    fn too_broad_is_the_reason_given_before_an_overlap() {
+        let policy = NeverBlock::new(
+            vec![n("10.255.255.53/32"), n("2001:db8::53/128")],
+            vec![],
+            16,
+            32,
+        );
+        assert_eq!(
+            policy.check(&t("0.0.0.0/0")),
+            Err(Refusal::TooBroad { prefix: 0, min: 16 })
+        );
+        assert_eq!(
+            policy.check(&t("::/0")),
+            Err(Refusal::TooBroad { prefix: 0, min: 32 })
+        );
+        assert_eq!(
+            policy.check(&t("0.0.0.0/0")).unwrap_err().to_string(),
+            "too broad (/0; minimum prefix /16)"
         );
     }
 

@@ -18,6 +18,46 @@ pub struct Azurite {
     _dir: tempfile::TempDir,
 }
 
+/// Set (to anything) by `make test` and CI: a test whose environment is missing fails instead of being
+/// skipped, so nothing passes there without running.
+pub const REQUIRE_ALL: &str = "PORTCULLIS_TEST_REQUIRE_ALL";
+
+/// Reports a test that cannot run here: printed as `SKIPPED` (plain `cargo test` as a normal user), or a
+/// failure when [`REQUIRE_ALL`] is set. Use through [`require!`](crate::require).
+pub fn skipped(why: &str) {
+    if std::env::var_os(REQUIRE_ALL).is_some() {
+        panic!("cannot run ({REQUIRE_ALL} is set): {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// Returns from the calling test, after [`skipped`], when `check` is an `Err(reason)`.
+#[macro_export]
+macro_rules! require {
+    ($check:expr) => {
+        if let Err(why) = $check {
+            $crate::testing::skipped(&why);
+            return;
+        }
+    };
+}
+
+/// Whether the Azurite emulator is installed (`make tools`), for [`require!`](crate::require).
+pub fn azurite_available() -> Result<(), String> {
+    if std::env::var_os("AZURITE_QUEUE_BIN").is_some() {
+        return Ok(());
+    }
+    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
+    loop {
+        if dir.join(".tools/node_modules/.bin/azurite-queue").exists() {
+            return Ok(());
+        }
+        if !dir.pop() {
+            return Err("needs Azurite: run `make tools` (or `make test`) first".to_owned());
+        }
+    }
+}
+
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

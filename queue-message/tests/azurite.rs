@@ -7,6 +7,7 @@ use queue_message::{QueueConnection, QueueError};
 
 #[tokio::test]
 async fn send_receive_delete_with_an_account_key() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let connection = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
     let queue = connection.queue("roundtrip");
@@ -37,6 +38,7 @@ async fn send_receive_delete_with_an_account_key() {
 
 #[tokio::test]
 async fn a_sas_url_reaches_the_queue_and_a_wrong_key_is_denied() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let admin = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
     admin.queue("site1").create_if_missing().await.unwrap();
@@ -80,6 +82,7 @@ fn base64_key() -> Vec<u8> {
 
 #[tokio::test]
 async fn peek_reads_without_hiding_or_counting_a_delivery() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let connection = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
     let queue = connection.queue("peeked");
@@ -98,6 +101,7 @@ async fn peek_reads_without_hiding_or_counting_a_delivery() {
 
 #[tokio::test]
 async fn a_message_lives_exactly_its_ttl() {
+    queue_message::require!(queue_message::testing::azurite_available());
     // The handler sends each message with a time-to-live that ends at the block's `expires_at`; check
     // the service stores exactly what `send` asks for. `Peeked` has no times, so read them with the SDK.
     let azurite = Azurite::start();
@@ -201,6 +205,7 @@ async fn with_retry_bounds_the_sdk_retries() {
 
 #[tokio::test]
 async fn a_narrowed_account_sas_can_add_but_not_read() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let azurite = Azurite::start();
     let admin = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
     admin.queue("narrow").create_if_missing().await.unwrap();

@@ -242,19 +242,87 @@ impl Runner {
     }
 }
 
-/// The first `n` lines of a tool's message, for error texts.
+/// The first `n` lines of a tool's stderr on one line, joined with ` | `. nft's caret diagrams (the input line,
+/// then a line of `^`/`~` under the part at fault) become `[at: <the marked text>]` on the error line before
+/// them: joined onto one line, the carets would no longer point at anything.
 pub fn first_lines(text: &str, n: usize) -> String {
-    let mut lines: Vec<&str> = text.lines().take(n + 1).collect();
+    let raw: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < raw.len() {
+        if let Some(carets) = raw.get(i + 1).filter(|l| is_caret_line(l)) {
+            let at = format!("[at: {}]", underlined(raw[i], carets));
+            match lines.last_mut() {
+                Some(error) => {
+                    error.push(' ');
+                    error.push_str(&at);
+                }
+                None => lines.push(at),
+            }
+            i += 2;
+            continue;
+        }
+        lines.push(raw[i].to_owned());
+        i += 1;
+    }
     if lines.len() > n {
         lines.truncate(n);
-        lines.push("…");
+        lines.push("…".to_owned());
     }
     lines.join(" | ")
+}
+
+/// A line of only `^` and `~` (and spaces): nft's marker under the text it complains about.
+fn is_caret_line(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty() && t.chars().all(|c| c == '^' || c == '~')
+}
+
+/// The characters of `source` above the markers, at most 60 of them.
+fn underlined(source: &str, carets: &str) -> String {
+    let marked: String = source
+        .chars()
+        .zip(carets.chars().chain(std::iter::repeat(' ')))
+        .filter(|(_, mark)| *mark == '^' || *mark == '~')
+        .map(|(c, _)| c)
+        .collect();
+    let marked = marked.trim();
+    match marked.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &marked[..cut]),
+        None => marked.to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // First-hour defect 9: `check` pasted nft's caret diagram onto one line, carets pointing at nothing.
+    #[test]
+    fn nft_caret_diagrams_become_the_marked_text() {
+        let stderr = [
+            "/dev/stdin:2:18-27: Error: Could not process rule: No such file or directory"
+                .to_owned(),
+            "add element inet portcullis addr4 { 198.51.100.7 }".to_owned(),
+            format!("{}{}", " ".repeat(17), "^".repeat(10)),
+            "/dev/stdin:3:1-3: Error: syntax error, unexpected junk".to_owned(),
+            "foo bar".to_owned(),
+            "^^^~~~~".to_owned(),
+        ]
+        .join("\n");
+        let stderr = stderr.as_str();
+        assert_eq!(
+            first_lines(stderr, 6),
+            "/dev/stdin:2:18-27: Error: Could not process rule: No such file or directory [at: portcullis] | \
+             /dev/stdin:3:1-3: Error: syntax error, unexpected junk [at: foo bar]"
+        );
+        // Plain text is joined as before, and cut after n lines.
+        assert_eq!(first_lines("a\nb\nc", 2), "a | b | …");
+        assert_eq!(
+            first_lines("ipset v7.17: Set cannot be created", 6),
+            "ipset v7.17: Set cannot be created"
+        );
+    }
 
     #[tokio::test]
     async fn captures_stdout_stderr_and_stdin() {

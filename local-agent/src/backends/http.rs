@@ -13,17 +13,15 @@
 //! timeout) are declared and checked here once, with [`RawConnection::refuse_unknown`] standing in for
 //! `deny_unknown_fields`, which does not work with `flatten`.
 //!
-//! It also holds [`Staged`], the batch every appliance backend collects between two commits, so
-//! `stage_add` / `stage_remove` normalise the same way everywhere.
+//! The staged batch every backend collects between two commits is not HTTP: it is
+//! [`super::staged::Staged`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use queue_message::Target;
 use reqwest::{Method, StatusCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -35,7 +33,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::{BackendError, BlockEntry};
+use super::BackendError;
 use crate::config::ConfigError;
 use crate::span::Span;
 
@@ -836,54 +834,6 @@ pub async fn call(
     }
     let reply = send(&what, request).await?;
     Ok((what, reply))
-}
-
-/// The changes staged since the last commit, normalised: one entry per target (a later remove cancels an
-/// add and the other way round), and of two adds of one target the later expiry wins.
-#[derive(Debug, Default)]
-pub struct Staged {
-    adds: BTreeMap<Target, DateTime<Utc>>,
-    removes: BTreeSet<Target>,
-}
-
-/// What [`Staged::take`] hands to a commit.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// Targets to block, each with its longest staged expiry (backends without per-entry timeouts use
-    /// only the keys).
-    pub adds: BTreeMap<Target, DateTime<Utc>>,
-    /// Targets to unblock.
-    pub removes: BTreeSet<Target>,
-}
-
-impl Batch {
-    /// Nothing to add and nothing to remove.
-    pub fn is_empty(&self) -> bool {
-        self.adds.is_empty() && self.removes.is_empty()
-    }
-}
-
-impl Staged {
-    /// `Backend::stage_add`.
-    pub fn add(&mut self, entry: BlockEntry) {
-        self.removes.remove(&entry.target);
-        let slot = self.adds.entry(entry.target).or_insert(entry.expires_at);
-        *slot = (*slot).max(entry.expires_at);
-    }
-
-    /// `Backend::stage_remove`.
-    pub fn remove(&mut self, target: Target) {
-        self.adds.remove(&target);
-        self.removes.insert(target);
-    }
-
-    /// Takes everything staged, leaving nothing staged.
-    pub fn take(&mut self) -> Batch {
-        Batch {
-            adds: std::mem::take(&mut self.adds),
-            removes: std::mem::take(&mut self.removes),
-        }
-    }
 }
 
 #[cfg(test)]

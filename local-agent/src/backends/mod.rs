@@ -29,6 +29,7 @@
 //! - [`pfsense`]: pfrest v2 alias PATCH (`append`/`remove`) then one apply per commit.
 //! - [`http`]: what the appliance backends share: TLS trust (CA file, pinned fingerprint), timeouts,
 //!   redacted secrets, HTTP failures mapped to [`BackendError`]s.
+//! - [`staged`]: the staged changes of every backend, normalised by one rule (the longest expiry wins).
 
 use std::fmt;
 use std::time::Duration;
@@ -50,6 +51,7 @@ pub mod mikrotik;
 pub mod nftables;
 pub mod opnsense;
 pub mod pfsense;
+pub mod staged;
 pub mod unifi;
 
 /// One target to block until `expires_at`.
@@ -112,11 +114,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Creates the backend's own objects if missing (idempotent); called at start and before reconcile.
     async fn init(&mut self) -> Result<(), BackendError>;
 
+    /// The changes staged since the last commit (every backend normalises them the same way, see
+    /// [`staged`]).
+    fn staged(&mut self) -> &mut staged::Staged;
+
     /// Stages a block or an extension of one.
-    fn stage_add(&mut self, entry: BlockEntry);
+    fn stage_add(&mut self, entry: BlockEntry) {
+        self.staged().add(entry);
+    }
 
     /// Stages the removal of a target.
-    fn stage_remove(&mut self, target: Target);
+    fn stage_remove(&mut self, target: Target) {
+        self.staged().remove(target);
+    }
 
     /// Applies everything staged; see the trait docs for the failure contract.
     async fn commit(&mut self) -> Result<CommitStats, BackendError>;

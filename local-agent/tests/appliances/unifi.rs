@@ -993,6 +993,7 @@ async fn batch_window_is_reported_to_the_agent() {
 /// reach the console as exactly one PUT.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_turns_100_queue_messages_into_one_put() {
+    queue_message::require!(queue_message::testing::azurite_available());
     use crate::util::{eventually, AgentProcess, Env};
     use queue_message::Action;
 

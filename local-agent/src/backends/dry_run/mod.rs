@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use queue_message::Target;
 use serde::Deserialize;
 
-use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use super::staged::Staged;
+use super::{parse_table, Backend, BackendError, CommitStats};
 use crate::config::ConfigError;
 
 fn default_log_limit() -> usize {
@@ -52,23 +53,12 @@ pub async fn build(config: DryRunConfig) -> Result<Box<dyn Backend>, BackendErro
     Ok(Box::new(DryRun::new(config)))
 }
 
-/// The error of a simulated outage ([`crate::failpoint::backend_down`], debug builds only).
-fn simulated_outage() -> BackendError {
-    BackendError::Unreachable("simulated outage (PORTCULLIS_FAIL_BACKEND_WHILE)".to_owned())
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Change {
-    Add(DateTime<Utc>),
-    Remove,
-}
-
 /// The dry-run backend.
 #[derive(Debug, Default)]
 pub struct DryRun {
     config: DryRunConfig,
     held: HashMap<Target, DateTime<Utc>>,
-    staged: Vec<(Target, Change)>,
+    staged: Staged,
 }
 
 impl DryRun {
@@ -77,7 +67,7 @@ impl DryRun {
         Self {
             config,
             held: HashMap::new(),
-            staged: Vec::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -113,41 +103,23 @@ impl Backend for DryRun {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged
-            .push((entry.target, Change::Add(entry.expires_at)));
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.push((target, Change::Remove));
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let staged = std::mem::take(&mut self.staged);
-        if crate::failpoint::backend_down() {
-            return Err(simulated_outage());
-        }
-        if staged.is_empty() {
+        let batch = self.staged.take();
+        if batch.is_empty() {
             return Ok(CommitStats::default());
         }
-        // Later stagings of the same target win, as they would in one firewall transaction.
-        let mut last: HashMap<Target, Change> = HashMap::with_capacity(staged.len());
-        for (target, change) in staged {
-            last.insert(target, change);
+        let mut removed: Vec<Target> = batch.removes.into_iter().collect();
+        for target in &removed {
+            self.held.remove(target);
         }
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        for (target, change) in last {
-            match change {
-                Change::Add(expires_at) => {
-                    self.held.insert(target, expires_at);
-                    added.push(target);
-                }
-                Change::Remove => {
-                    self.held.remove(&target);
-                    removed.push(target);
-                }
-            }
+        let mut added = Vec::with_capacity(batch.adds.len());
+        for (target, expires_at) in batch.adds {
+            self.held.insert(target, expires_at);
+            added.push(target);
         }
         added.sort_unstable();
         removed.sort_unstable();
@@ -165,9 +137,6 @@ impl Backend for DryRun {
     }
 
     async fn list(&mut self) -> Result<Vec<Target>, BackendError> {
-        if crate::failpoint::backend_down() {
-            return Err(simulated_outage());
-        }
         let now = Utc::now();
         // Like a kernel set with timeouts, expired entries are gone.
         self.held.retain(|_, expires_at| *expires_at > now);
@@ -175,9 +144,6 @@ impl Backend for DryRun {
     }
 
     async fn healthcheck(&mut self) -> Result<(), BackendError> {
-        if crate::failpoint::backend_down() {
-            return Err(simulated_outage());
-        }
         Ok(())
     }
 
@@ -189,6 +155,7 @@ impl Backend for DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::BlockEntry;
     use chrono::Duration;
 
     fn t(s: &str) -> Target {

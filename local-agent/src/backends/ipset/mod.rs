@@ -16,7 +16,6 @@
 //! stop at 2,147,483 s (24.8 days) and `timeout 0` means permanent, so longer blocks are written with the
 //! cap: reconcile re-adds them when the kernel drops them, and the agent lifts them at their real expiry.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
@@ -25,7 +24,8 @@ use queue_message::Target;
 use serde::Deserialize;
 
 use super::exec::{validate_netns, Runner};
-use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use super::staged::Staged;
+use super::{parse_table, Backend, BackendError, CommitStats};
 use crate::config::ConfigError;
 
 /// Largest per-entry timeout ipset accepts.
@@ -189,7 +189,7 @@ pub async fn build(config: IpsetConfig) -> Result<Box<dyn Backend>, BackendError
 pub struct Ipset {
     config: IpsetConfig,
     runner: Runner,
-    staged: Vec<(Target, Option<DateTime<Utc>>)>,
+    staged: Staged,
 }
 
 /// Kernel timeout for a block ending at `expires_at`: 1 s to [`MAX_TIMEOUT_SECS`] (24.8 days), never 0.
@@ -213,7 +213,7 @@ impl Ipset {
         Self {
             config,
             runner,
-            staged: Vec::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -352,29 +352,21 @@ impl Backend for Ipset {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.push((entry.target, Some(entry.expires_at)));
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.push((target, None));
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let staged = std::mem::take(&mut self.staged);
+        let staged = self.staged.take();
         if staged.is_empty() {
             return Ok(CommitStats::default());
         }
-        let mut last: HashMap<Target, Option<DateTime<Utc>>> = HashMap::with_capacity(staged.len());
-        for (target, change) in staged {
-            last.insert(target, change);
-        }
         let now = Utc::now();
-        let mut script = String::with_capacity(last.len() * 48);
+        let mut script = String::with_capacity((staged.adds.len() + staged.removes.len()) * 48);
         let (mut added, mut removed) = (0, 0);
-        let mut ordered: Vec<_> = last.into_iter().collect();
         // Removals first, like the nftables backend.
-        ordered.sort_by_key(|(target, change)| (change.is_some(), *target));
+        let ordered = (staged.removes.into_iter().map(|t| (t, None)))
+            .chain(staged.adds.into_iter().map(|(t, e)| (t, Some(e))));
         for (target, change) in ordered {
             let set = self.set_for(&target).to_owned();
             match change {

@@ -14,8 +14,8 @@ use queue_message::Target;
 
 use super::client::{parse_timeout, Added, Menu, RestClient};
 use super::config::MikrotikConfig;
-use crate::backends::http::{Batch, Staged};
-use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
+use crate::backends::staged::{Batch, Staged};
+use crate::backends::{Backend, BackendError, CommitStats};
 
 /// The longest timeout RouterOS takes (`35w3d13:13:56`); longer blocks are re-added by reconcile.
 pub const MAX_TIMEOUT: Duration =
@@ -246,12 +246,8 @@ impl Backend for MikrotikBackend {
         self.reload().await
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.add(entry);
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.remove(target);
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {

@@ -24,7 +24,7 @@ pub mod cover;
 pub mod listing;
 pub mod script;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -33,7 +33,8 @@ use queue_message::Target;
 use serde::Deserialize;
 
 use super::exec::{validate_netns, Runner};
-use super::{parse_table, Backend, BackendError, BlockEntry, CommitStats};
+use super::staged::Staged;
+use super::{parse_table, Backend, BackendError, CommitStats};
 use crate::config::ConfigError;
 pub use cover::NetMirror;
 use script::{Batch, SetName};
@@ -238,7 +239,7 @@ pub struct Nftables {
     json: bool,
     /// Re-adding an element refreshes its timeout (kernel ≥ 6.10); probed at init.
     timeout_update: bool,
-    staged: Vec<(Target, Change)>,
+    staged: Staged,
     nets: NetMirror,
 }
 
@@ -251,7 +252,7 @@ impl Nftables {
             runner,
             json: false,
             timeout_update: false,
-            staged: Vec::new(),
+            staged: Staged::default(),
             nets: NetMirror::default(),
         }
     }
@@ -448,25 +449,20 @@ impl Backend for Nftables {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged
-            .push((entry.target, Change::Add(entry.expires_at)));
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.push((target, Change::Remove));
-    }
-
+    // Long: builds one nft transaction (host sets element by element, network sets rewritten whole)
+    // and runs it; the steps share the batch and the network mirror.
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {
-        let staged = std::mem::take(&mut self.staged);
+        let staged = self.staged.take();
         if staged.is_empty() {
             return Ok(CommitStats::default());
         }
         let now = Utc::now();
-        let mut last: HashMap<Target, Change> = HashMap::with_capacity(staged.len());
-        for (target, change) in staged {
-            last.insert(target, change);
-        }
+        let last = (staged.removes.into_iter().map(|t| (t, Change::Remove)))
+            .chain(staged.adds.into_iter().map(|(t, e)| (t, Change::Add(e))));
         let mut batch = Batch::new(&self.config.table, self.timeout_update);
         let mut net_changes: BTreeMap<Target, Option<DateTime<Utc>>> = BTreeMap::new();
         let (mut added, mut removed) = (0, 0);

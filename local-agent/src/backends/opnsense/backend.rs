@@ -12,8 +12,8 @@ use queue_message::Target;
 
 use super::client::{ApiClient, Change};
 use super::config::OpnsenseConfig;
-use crate::backends::http::Staged;
-use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
+use crate::backends::staged::Staged;
+use crate::backends::{Backend, BackendError, CommitStats};
 
 /// The one-time manual step.
 pub fn manual_step(alias: &str) -> String {
@@ -111,12 +111,8 @@ impl Backend for OpnsenseBackend {
         self.reload().await
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.add(entry);
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.remove(target);
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::client::{Family, GroupApi, RemoteGroup};
 use super::config::UnifiConfig;
-use crate::backends::http::Staged;
-use crate::backends::{Backend, BackendError, BlockEntry, CommitStats};
+use crate::backends::staged::Staged;
+use crate::backends::{Backend, BackendError, CommitStats};
 
 /// Shard key: family and index.
 type Key = (Family, u32);
@@ -234,12 +234,8 @@ impl Backend for UnifiBackend {
         Ok(())
     }
 
-    fn stage_add(&mut self, entry: BlockEntry) {
-        self.staged.add(entry);
-    }
-
-    fn stage_remove(&mut self, target: Target) {
-        self.staged.remove(target);
+    fn staged(&mut self) -> &mut Staged {
+        &mut self.staged
     }
 
     async fn commit(&mut self) -> Result<CommitStats, BackendError> {

@@ -311,6 +311,8 @@ impl LoginApi {
         Ok(style)
     }
 
+    // Long: the login handshake of the session API (CSRF token, cookies, the UniFi OS vs classic
+    // paths) as one sequence; the client split of issue 8 item 5 is not done yet.
     async fn login(&mut self) -> Result<(), BackendError> {
         self.session = None;
         let style = match self.style {

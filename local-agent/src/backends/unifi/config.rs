@@ -113,6 +113,7 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
 
 impl UnifiConfig {
     /// Checks the raw keys; no I/O (secrets are read in `build`).
+    // Long: one check per `[firewall.unifi]` key, each naming its key.
     pub fn from_raw(raw: RawUnifiConfig) -> Result<Self, ConfigError> {
         raw.connection.refuse_unknown(TABLE)?;
         let endpoint = raw.connection.endpoint(TABLE, &raw.url, None)?;
