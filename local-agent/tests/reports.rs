@@ -41,6 +41,7 @@ fn outbox_depth(env: &Env) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_block_produces_a_commit_report_and_an_outage_with_a_restart_loses_nothing() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let queue = reports_queue(&env);
@@ -103,6 +104,7 @@ async fn a_block_produces_a_commit_report_and_an_outage_with_a_restart_loses_not
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poisoned_message_is_reported_with_its_queue_message_id() {
+    queue_message::require!(queue_message::testing::azurite_available());
     let env = Env::new().await;
     let config = env.config(DRY_RUN, "", "");
     let queue = reports_queue(&env);

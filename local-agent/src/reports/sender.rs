@@ -132,6 +132,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_outage_loses_nothing_and_order_is_kept_once_the_queue_is_back() {
+        queue_message::require!(queue_message::testing::azurite_available());
         let azurite = Azurite::start();
         let conn = Arc::new(QueueConnection::parse(&azurite.connection_string()).unwrap());
         let queue = conn.queue("portcullis-reports");
@@ -168,6 +169,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_task_sends_what_is_pushed_and_keeps_it_while_the_service_is_down() {
+        queue_message::require!(queue_message::testing::azurite_available());
         let azurite = Azurite::start();
         // Nothing listens on this port: every send fails as a network outage would.
         let port = queue_message::testing::free_port();
