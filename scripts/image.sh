@@ -232,9 +232,12 @@ test_image() {
     agent check || die "check in the container failed"
     agent status >/dev/null || die "status (the image's HEALTHCHECK) reports problems"
     agent block 198.51.100.7 --for 1h --reason image-test || die "block failed"
-    agent list --json | grep -q 198.51.100.7 || die "list does not show the block"
+    # Captured, not piped into `grep -q`: grep exiting at the first match can fail the exec with SIGPIPE.
+    out="$(agent list --json)" || die "list failed: $out"
+    grep -q 198.51.100.7 <<<"$out" || die "list does not show the block: $out"
     agent unblock 198.51.100.7 || die "unblock failed"
-    ! agent list --json | grep -q 198.51.100.7 || die "list still shows the block"
+    out="$(agent list --json)" || die "list failed: $out"
+    ! grep -q 198.51.100.7 <<<"$out" || die "list still shows the block: $out"
     "${PODMAN[@]}" logs "$NAME" 2>&1 | grep -q "would block" || echo "    (note: no 'would block' line in the dry-run log)"
     stop_agent
     echo "    ok  check, block, list, unblock (dry-run) in the container"
