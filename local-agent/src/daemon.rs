@@ -274,7 +274,7 @@ impl Handlers for Daemon {
 /// Return path (issue 10): the executor queues commit reports in the durable outbox; a task sends them to
 /// the reports queue until `token`. Off when `[reports] enabled = false` or no signing key is configured.
 async fn start_reports(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     tasks: &mut tokio::task::JoinSet<()>,
     token: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -294,12 +294,13 @@ async fn start_reports(
         }
     }
     let wake = Arc::new(tokio::sync::Notify::new());
-    daemon.engine.send_reports(Arc::new(crate::reports::Sink {
+    let sink = Arc::new(crate::reports::Sink {
         site: r.site.clone(),
         key: key.clone(),
         bound: crate::reports::outbox::DEFAULT_BOUND,
         wake: Arc::clone(&wake),
-    }));
+    });
+    daemon.engine.send_reports(Arc::clone(&sink));
     tasks.spawn(crate::reports::sender::run(
         daemon.engine.db().clone(),
         reports_queue,
@@ -307,6 +308,7 @@ async fn start_reports(
         crate::reports::sender::Backoff::default(),
         token.clone(),
     ));
+    tasks.spawn(Arc::clone(daemon).heartbeats(sink, r.heartbeat.get(), token.clone()));
     Ok(())
 }
 
@@ -385,6 +387,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
 }
 
 impl Daemon {
+    /// Sends a heartbeat at start and then every `every` until `token`: Sentinel's "site silent" rule
+    /// fires when they stop. Each carries the daemon's own status report and the messages poisoned since
+    /// the previous one (counted in the durable audit log).
+    async fn heartbeats(
+        self: Arc<Self>,
+        sink: Arc<crate::reports::Sink>,
+        every: Duration,
+        token: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous = self.engine.clock().now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = token.cancelled() => return,
+            }
+            let now = self.engine.clock().now();
+            let since = previous;
+            let poisoned = self
+                .engine
+                .db()
+                .call(move |s| s.count_events_since(crate::store::EventKind::Poisoned, since))
+                .await
+                .unwrap_or(0);
+            previous = now;
+            let status = self.status_report().await;
+            let heartbeat = crate::reports::heartbeat(status, poisoned);
+            sink.enqueue_heartbeat(self.engine.db(), now, heartbeat)
+                .await;
+        }
+    }
+
     /// Opens the control socket (status, sync, block, unblock) and serves it until `token`.
     fn serve_control(
         self: &Arc<Self>,

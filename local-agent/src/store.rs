@@ -867,6 +867,21 @@ impl Store {
         })
     }
 
+    /// How many audit events of kind `event` were recorded after `since` (the heartbeat's "poisoned since
+    /// the last heartbeat", read from the durable audit log so a restart does not reset it).
+    pub fn count_events_since(
+        &self,
+        event: EventKind,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM audit WHERE event = ?1 AND at > ?2",
+            params![event.as_str(), ms(since)],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Audit events, oldest first.
     pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let limit = query

@@ -15,10 +15,11 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
-use queue_message::report::{LogBatch, ReportBody};
+use queue_message::report::{Heartbeat, LogBatch, ReportBody};
 use tokio::sync::Notify;
 
 use crate::db::Db;
+use crate::status::StatusReport;
 use crate::store::{EventKind as StoreKind, Record};
 
 /// Where the executor hands its commit reports: the outbox, and a wake-up for the sender.
@@ -54,17 +55,34 @@ impl Sink {
             body: ReportBody::Logs(LogBatch::default()),
         };
         let texts = commit_messages(&template, Uuid::new_v4(), committed_at, &events, &self.key);
+        self.push(db, outbox::Kind::Report, texts, committed_at)
+            .await;
+    }
+
+    /// Signs one heartbeat and appends it to the outbox (heartbeats are the first to go when it is full).
+    pub async fn enqueue_heartbeat(&self, db: &Db, at: DateTime<Utc>, heartbeat: Heartbeat) {
+        let report = Report {
+            id: Uuid::new_v4(),
+            site: self.site.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created_at: at,
+            body: ReportBody::Heartbeat(heartbeat),
+        };
+        self.push(
+            db,
+            outbox::Kind::Heartbeat,
+            vec![report.encode(&self.key)],
+            at,
+        )
+        .await;
+    }
+
+    /// Appends signed `texts` to the outbox and wakes the sender; a failure is logged, never returned:
+    /// reporting must not stop enforcement.
+    async fn push(&self, db: &Db, kind: outbox::Kind, texts: Vec<String>, at: DateTime<Utc>) {
         let bound = self.bound;
         let pushed = db
-            .call(move |s| {
-                outbox::push(
-                    s.connection(),
-                    outbox::Kind::Report,
-                    &texts,
-                    committed_at,
-                    bound,
-                )
-            })
+            .call(move |s| outbox::push(s.connection(), kind, &texts, at, bound))
             .await;
         match pushed {
             Ok(p) => {
@@ -78,9 +96,23 @@ impl Sink {
                 self.wake.notify_one();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Commit report not queued; the commit itself is recorded.")
+                tracing::warn!(error = %e, kind = kind.as_str(), "Report not queued; enforcement goes on.")
             }
         }
+    }
+}
+
+/// The heartbeat for `status` (the daemon's own status report) and the messages poisoned since the
+/// previous heartbeat.
+pub fn heartbeat(status: StatusReport, poisoned_since_last: u64) -> Heartbeat {
+    Heartbeat {
+        backend: status.backend,
+        healthy: status.problems.is_empty(),
+        problems: status.problems,
+        active_blocks: status.active_blocks,
+        last_commit_at: status.last_commit,
+        outbox_depth: status.outbox_depth.unwrap_or(0),
+        poisoned_since_last,
     }
 }
 

@@ -25,7 +25,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    /// The name stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Report => "report",
             Self::Heartbeat => "heartbeat",
