@@ -541,6 +541,52 @@ fn audit(
     Ok(())
 }
 
+/// Checks a queue the agent only adds to (the poison queue, the reports queue) with a message that
+/// expires in 1 second; `Err` carries the exit code of a failed check. When the queue is not `required`
+/// (the reports queue: enforcement goes on without it, reports wait in the outbox), a problem is a warning.
+async fn check_add_only(
+    c: &mut Checker,
+    what: &str,
+    queue: &queue_message::Queue,
+    create: bool,
+    required: bool,
+) -> Result<(), ExitCode> {
+    let problem = match tokio::time::timeout(
+        Duration::from_secs(30),
+        queue.send("portcullis-agent check: write test, expires in 1 second", 1),
+    )
+    .await
+    {
+        Ok(Ok(())) => {
+            c.ok(what, format!("{} accepts messages", queue.name()));
+            return Ok(());
+        }
+        Ok(Err(queue_message::QueueError::NotFound(name))) if create => {
+            c.warn(
+                what,
+                format!("queue `{name}` does not exist yet; `run` creates it (create_queues = true)"),
+            );
+            return Ok(());
+        }
+        Ok(Err(queue_message::QueueError::NotFound(name))) => {
+            format!("queue `{name}` does not exist")
+        }
+        Ok(Err(queue_message::QueueError::Denied(why))) => format!(
+            "access denied: the agent needs the Storage Queue Data Message Sender role on it, or a SAS with permission `a` ({why})"
+        ),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 30 s".to_owned(),
+    };
+    if required {
+        return Err(c.fail(what, problem));
+    }
+    c.warn(
+        what,
+        format!("{problem}; reports wait in the outbox until it works (or set [reports] enabled = false)"),
+    );
+    Ok(())
+}
+
 struct Checker {
     failed: bool,
     passed: usize,
@@ -673,29 +719,21 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
         Ok(Err(e)) => return c.fail("queue", e.to_string()),
         Err(_) => return c.fail("queue", "no answer within 30 s (network, DNS or proxy?)"),
     }
-    // Poison queue: the agent only needs to add messages there, so the test is a 1-second message.
-    match tokio::time::timeout(
-        Duration::from_secs(30),
-        poison.send("portcullis-agent check: write test, expires in 1 second", 1),
-    )
-    .await
-    {
-        Ok(Ok(())) => c.ok("poison queue", format!("{} accepts messages", poison.name())),
-        Ok(Err(queue_message::QueueError::NotFound(name))) if create => c.warn(
-            "poison queue",
-            format!("queue `{name}` does not exist yet; `run` creates it (create_queues = true)"),
-        ),
-        Ok(Err(queue_message::QueueError::NotFound(name))) => {
-            return c.fail("poison queue", format!("queue `{name}` does not exist"))
+    // Poison queue and reports queue: the agent only adds messages there.
+    if let Err(code) = check_add_only(&mut c, "poison queue", &poison, create, true).await {
+        return code;
+    }
+    if config.reports.enabled && !config.queue.keys.is_empty() {
+        let reports = match crate::config::connect(
+            &config.reports.connection,
+            config.queue.api_version.as_deref(),
+        ) {
+            Ok(connection) => std::sync::Arc::new(connection).queue(&config.reports.queue),
+            Err(e) => return c.fail("reports queue", format!("{e:#}")),
+        };
+        if let Err(code) = check_add_only(&mut c, "reports queue", &reports, create, false).await {
+            return code;
         }
-        Ok(Err(queue_message::QueueError::Denied(why))) => {
-            return c.fail(
-                "poison queue",
-                format!("access denied: the agent needs the Storage Queue Data Message Sender role on it, or a SAS with permission `a` ({why})"),
-            )
-        }
-        Ok(Err(e)) => return c.fail("poison queue", e.to_string()),
-        Err(_) => return c.fail("poison queue", "no answer within 30 s"),
     }
 
     // Firewall: build (finds the tools, probes JSON support) and a read-only health check.

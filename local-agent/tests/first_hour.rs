@@ -134,5 +134,10 @@ async fn check_with_create_queues_says_run_creates_them() {
         text.contains("warn  poison queue     queue `portcullis-poison` does not exist yet"),
         "{text}"
     );
+    // The reports queue is probed too (issue 10); without it reports wait in the outbox.
+    assert!(
+        text.contains("warn  reports queue    queue `portcullis-reports` does not exist yet"),
+        "{text}"
+    );
     assert!(!text.contains("set create_queues = true"), "{text}");
 }
