@@ -1,6 +1,6 @@
 //! `make demo`'s view of the return path: the incident comment and the `PortcullisEvents_CL` rows the handler
-//! would write for a block and its unblock reported by a site (the agent does not send reports yet, so the
-//! report is made here through the shared crate, exactly as the agent will).
+//! would write for a block and its unblock reported by a site (the report is made here through the shared
+//! crate, as the agent makes it, so the preview needs no handler, Azure or fakes).
 //!
 //! Usage: `return_path_preview <site> <incident ARM id> <address> [rule]`
 

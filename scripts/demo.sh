@@ -188,7 +188,7 @@ bold "portcullis-agent audit"
 "$AGENT" --config "$WORK/agent.toml" audit | sed 's/^/    /'
 
 bold "The return path: what the handler would write to Sentinel for these two commits"
-say "(the agent does not send reports yet; the report is made through the shared crate as it will be)"
+say "(rendered from a report made here through the shared crate; the agent's own signed reports wait in the demo's portcullis-reports queue)"
 cargo build --quiet --example return_path_preview
 "$ROOT/target/debug/examples/return_path_preview" demo-site \
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/ws/providers/Microsoft.SecurityInsights/Incidents/5d0c3d6e-8f7a-4c2b-9a51-3e1f0b2c4d61" \
