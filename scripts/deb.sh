@@ -20,10 +20,8 @@ PKG=portcullis-agent
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'deb: FAIL: %s\n' "$*" >&2; exit 1; }
 
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
-        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
-}
+# shellcheck source=scripts/packaging-lib.sh
+source "$ROOT/scripts/packaging-lib.sh"
 
 build() {
     local venv="$ROOT/.tools/venv"
@@ -50,18 +48,6 @@ build() {
     for deb in "$OUT"/*.deb; do
         log "$(basename "$deb"): $(wc -c < "$deb" | tr -d ' ') bytes, $(dpkg-deb -f "$deb" Architecture)"
     done
-}
-
-# Polls the namespace's nftables set for an address for up to 10 s: `block` answers when the daemon accepted the
-# block, and the commit follows within its batch window.
-in_nft() {
-    local out
-    for _ in $(seq 100); do
-        out="$(ip netns exec "$NS" nft list set inet portcullis addr4 2>/dev/null)" || true
-        grep -q "$1" <<<"$out" && return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 # --- test -----------------------------------------------------------------------------------------------------
@@ -147,15 +133,7 @@ unit_command_line() {
     [ "$caps" = "+net_admin,+net_raw,+net_bind_service" ] || die "unit's ambient capabilities are '$caps'"
     log "unit command line as $user with ambient $caps: $exec"
 
-    NS="portcullis-deb-$$"
-    ip netns add "$NS"
-    ip netns exec "$NS" ip link set lo up
-    local azurite="$ROOT/.tools/node_modules/.bin/azurite-queue"
-    [ -x "$azurite" ] || bash "$ROOT/scripts/tools.sh"
-    ip netns exec "$NS" "$azurite" --silent --disableTelemetry --queueHost 127.0.0.1 --queuePort 10001 \
-        --location "$WORK/azurite" >"$WORK/azurite.log" 2>&1 &
-    AZ_PID=$!
-    for _ in $(seq 100); do ip netns exec "$NS" nc -z 127.0.0.1 10001 2>/dev/null && break; sleep 0.1; done
+    lab_with_azurite "portcullis-deb-$$"
 
     # The installed example config with the queue pointed at this Azurite and a test policy; the unit's --config
     # path is swapped for this file, everything else (state path, backend nftables) is the package's.

@@ -42,10 +42,8 @@ RUN_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --no-healthcheck)
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'image: FAIL: %s\n' "$*" >&2; exit 1; }
 
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
-        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
-}
+# shellcheck source=scripts/packaging-lib.sh
+source "$ROOT/scripts/packaging-lib.sh"
 
 ensure_tools() {
     local missing=()
@@ -128,18 +126,6 @@ build() {
     log "saved $OUT/portcullis-agent-$VERSION.docker.tar ($(wc -c < "$OUT/portcullis-agent-$VERSION.docker.tar" | tr -d ' ') bytes; docker load -i …)"
 }
 
-# Polls the namespace's nftables set for an address for up to 10 s: `block` answers when the daemon accepted the
-# block, and the commit follows within its batch window.
-in_nft() {
-    local out
-    for _ in $(seq 100); do
-        out="$(ip netns exec "$NS" nft list set inet portcullis addr4 2>/dev/null)" || true
-        grep -q "$1" <<<"$out" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # --- test -----------------------------------------------------------------------------------------------------
 NS=""
 AZ_PID=""
@@ -215,15 +201,7 @@ test_image() {
     done
     echo "    ok  every library of ${#LINKED[@]} binaries and ${#linked[@]} xtables extensions resolves in the image"
 
-    NS="portcullis-image-$$"
-    ip netns add "$NS"
-    ip netns exec "$NS" ip link set lo up
-    local azurite="$ROOT/.tools/node_modules/.bin/azurite-queue"
-    [ -x "$azurite" ] || bash "$ROOT/scripts/tools.sh"
-    ip netns exec "$NS" "$azurite" --silent --disableTelemetry --queueHost 127.0.0.1 --queuePort 10001 \
-        --location "$WORK/azurite" >"$WORK/azurite.log" 2>&1 &
-    AZ_PID=$!
-    for _ in $(seq 100); do ip netns exec "$NS" nc -z 127.0.0.1 10001 2>/dev/null && break; sleep 0.1; done
+    lab_with_azurite "portcullis-image-$$"
 
     log "dry-run backend: check, block, list, unblock through the control socket"
     mkdir -p "$WORK/state-dry"
