@@ -25,8 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 JOBS="${FUZZ_JOBS:-1}"
-# A syslog parser target (issue 11) joins this list once it exists, with seed lines in seeds_for().
-TARGETS=(${FUZZ_TARGETS:-alerts_forward alerts_invoke blocks message_decode agent_config})
+TARGETS=(${FUZZ_TARGETS:-alerts_forward alerts_invoke blocks message_decode agent_config syslog_lines})
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
@@ -57,6 +56,17 @@ seeds_for() {
             ;;
         agent_config)
             cp "$ROOT/packaging/agent.toml" "$dir/"
+            ;;
+        syslog_lines)
+            # One seed per published sample line (every format of FORMATS.md, other daemons included).
+            local n=0 line
+            for f in "$ROOT"/local-agent/tests/fixtures/firewall-logs/*.log; do
+                [ -f "$f" ] || continue
+                while IFS= read -r line; do
+                    n=$((n + 1))
+                    printf '%s' "$line" > "$dir/line-$n"
+                done < "$f"
+            done
             ;;
     esac
 }
