@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all demo test tools lint doc unit infra-check package bench fuzz soak clean dist dist-native test-cross deb test-deb image test-image
+.PHONY: all demo test tools lint doc unit infra-check package bench fuzz soak soak-handler soak-agent clean dist dist-native test-cross deb test-deb image test-image
 
 all: test
 
@@ -75,12 +75,22 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
-## Fault soak, handler part (see examples/soak_handler.rs): the release handler against Azurite at
-## SOAK_RATE requests/s (default 1000) for SOAK_SECONDS (default 300); fails on any error or RSS growth.
-## The agent kill -9 soak waits for the new agent core. Not part of `make test`.
-soak: tools
+## Fault soak (not part of `make test`; results in BENCHMARKS.md): both parts below.
+soak: soak-handler soak-agent
+
+## Handler part (examples/soak_handler.rs): the release handler against Azurite at SOAK_RATE requests/s
+## (default 1000) for SOAK_SECONDS (default 300); fails on any error or RSS growth.
+soak-handler: tools
 	$(CARGO) build --release --locked -p portcullis --bin portcullis-handler --example soak_handler
 	target/release/examples/soak_handler
+
+## Agent part (local-agent/examples/soak_agent.rs, root): SOAK_MESSAGES (10000) signed block/unblock messages
+## out of order, the agent killed -9 SOAK_KILLS (100) times, Azurite stopped once, the firewall failing once;
+## fails unless the nftables set equals what the messages' issue times say and nothing was poisoned. Debug
+## build: the firewall-outage switch exists in debug builds only.
+soak-agent: tools
+	$(CARGO) build --locked -p portcullis-agent --bin portcullis-agent --example soak_agent
+	target/debug/examples/soak_agent
 
 clean:
 	$(CARGO) clean

@@ -1,4 +1,4 @@
-//! Handler soak (issue 9, "fault soak", handler part), run by hand through `make soak`:
+//! Handler soak (issue 9, "fault soak", handler part), run by hand through `make soak-handler`:
 //!
 //! ```bash
 //! cargo build --release --locked --bin portcullis-handler --example soak_handler

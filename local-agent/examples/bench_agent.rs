@@ -5,14 +5,18 @@
 //! Run with `bash scripts/bench-agent.sh` (release build); or
 //! `target/release/examples/bench_agent [p3|p4|p5|p6|all]` after building the release binaries.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+
 use chrono::Utc;
+use common::{run, sibling_bin, Killed, Ns};
 use portcullis_agent::backends::nftables::script::{Batch, SetName};
 use portcullis_agent::backends::nftables::{Format, Nftables, NftablesConfig};
 use portcullis_agent::backends::{Backend, BlockEntry};
@@ -21,42 +25,6 @@ use queue_message::Target;
 use serde_json::json;
 
 const ROUNDS: usize = 5;
-
-fn run(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(args[0]).args(&args[1..]).output()?;
-    if !out.status.success() {
-        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A network namespace removed on drop.
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> anyhow::Result<Self> {
-        let name = format!("pcb-{}-{tag}", std::process::id());
-        run(&["ip", "netns", "add", &name])?;
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"])?;
-        Ok(Self(name))
-    }
-    fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut all = vec!["ip", "netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(pids) = run(&["ip", "netns", "pids", &self.0]) {
-            for pid in pids.split_whitespace() {
-                let _ = run(&["kill", "-9", pid]);
-            }
-        }
-        let _ = run(&["ip", "netns", "del", &self.0]);
-    }
-}
 
 /// `n` distinct addresses in 11.0.0.0/8 (public space, used only as set contents), deterministic.
 fn addresses(n: usize, seed: u32) -> Vec<Target> {
@@ -219,28 +187,6 @@ async fn p3() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The release binaries next to this example (`<target>/release/examples/bench_agent`).
-fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("exe dir")?;
-    let bin = dir.join(name);
-    if !bin.exists() {
-        bail!(
-            "{} missing: cargo build --release --workspace --bins",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Azurite, a lab, the handler and the agent, all started; dropped in reverse.
 struct Stack {
     handler_port: u16,
@@ -300,7 +246,7 @@ impl Stack {
         let key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
         let handler_port = queue_message::testing::free_port();
         let handler = Killed(
-            Command::new(release_bin("portcullis-handler")?)
+            Command::new(sibling_bin("portcullis-handler")?)
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", handler_port.to_string())
@@ -328,7 +274,7 @@ impl Stack {
             ),
         )?;
         let agent = Killed(
-            Command::new(release_bin("portcullis-agent")?)
+            Command::new(sibling_bin("portcullis-agent")?)
                 .arg("--config")
                 .arg(&config)
                 .arg("run")
@@ -577,7 +523,7 @@ async fn p6(stack: &Stack) -> anyhow::Result<()> {
     let rss = stack.rss_kb("VmRSS")?;
     let hwm = stack.rss_kb("VmHWM")?;
     let active = stack.metric("portcullis_agent_active_blocks").await?;
-    let out = Command::new(release_bin("portcullis-agent")?)
+    let out = Command::new(sibling_bin("portcullis-agent")?)
         .arg("--config")
         .arg(&stack.config)
         .arg("sync")
