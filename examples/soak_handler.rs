@@ -98,8 +98,7 @@ async fn main() -> std::process::ExitCode {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let outcomes = Arc::new(Outcomes::default());
     let slots = Arc::new(tokio::sync::Semaphore::new(2000));
     let mut samples: Vec<(u64, u64)> = Vec::new();
     let start = Instant::now();
@@ -110,15 +109,10 @@ async fn main() -> std::process::ExitCode {
     for i in 0..total {
         tick.tick().await;
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            errors.fetch_add(1, Ordering::Relaxed);
+            outcomes.not_sent.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let (client, url, ok, errors) = (
-            client.clone(),
-            url.clone(),
-            Arc::clone(&ok),
-            Arc::clone(&errors),
-        );
+        let (client, url, outcomes) = (client.clone(), url.clone(), Arc::clone(&outcomes));
         tokio::spawn(async move {
             let sent = client
                 .post(&url)
@@ -126,10 +120,7 @@ async fn main() -> std::process::ExitCode {
                 .body(body(i))
                 .send()
                 .await;
-            match sent {
-                Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
-                _ => errors.fetch_add(1, Ordering::Relaxed),
-            };
+            outcomes.count(&sent);
             drop(permit);
         });
         if start.elapsed() >= next_sample {
@@ -143,8 +134,9 @@ async fn main() -> std::process::ExitCode {
     let _ = handler.kill();
     let _ = handler.wait();
 
-    let ok = ok.load(Ordering::Relaxed);
-    let errors = errors.load(Ordering::Relaxed);
+    let [ok, not_sent, client_errors, server_errors, timeouts, connect, other] =
+        outcomes.snapshot();
+    let errors = not_sent + client_errors + server_errors + timeouts + connect + other;
     let mean = |from: u64, to: u64| {
         let window: Vec<u64> = samples
             .iter()
@@ -159,6 +151,11 @@ async fn main() -> std::process::ExitCode {
     println!(
         "soak: {ok} ok, {errors} errors in {elapsed:.1} s ({:.0} req/s achieved, {rate} asked)",
         (ok + errors) as f64 / elapsed
+    );
+    println!(
+        "soak: errors by kind: {not_sent} not sent (all 2,000 in-flight slots busy: the load generator, not the \
+         handler, fell behind), {client_errors} 4xx, {server_errors} 5xx, {timeouts} timeouts, {connect} connect \
+         errors, {other} other"
     );
     let trace: Vec<String> = samples
         .iter()
@@ -175,5 +172,44 @@ async fn main() -> std::process::ExitCode {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
+    }
+}
+
+/// Every request's outcome, by kind: an error budget of zero must say whose error it was.
+#[derive(Default)]
+struct Outcomes {
+    ok: AtomicU64,
+    not_sent: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    timeouts: AtomicU64,
+    connect: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Outcomes {
+    fn count(&self, sent: &Result<reqwest::Response, reqwest::Error>) {
+        let counter = match sent {
+            Ok(r) if r.status().is_success() => &self.ok,
+            Ok(r) if r.status().is_client_error() => &self.client_errors,
+            Ok(r) if r.status().is_server_error() => &self.server_errors,
+            Err(e) if e.is_timeout() => &self.timeouts,
+            Err(e) if e.is_connect() => &self.connect,
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> [u64; 7] {
+        [
+            &self.ok,
+            &self.not_sent,
+            &self.client_errors,
+            &self.server_errors,
+            &self.timeouts,
+            &self.connect,
+            &self.other,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
     }
 }
