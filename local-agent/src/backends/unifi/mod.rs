@@ -1,21 +1,26 @@
 //! UniFi backend: blocks in address groups on a UniFi console or controller (or, with an API key, in the
 //! integration API's traffic matching lists).
 //!
-//! `config` (the `[firewall.unifi]` keys) → `client` (the login styles, the two APIs) → `backend`
+//! `config` (the `[firewall.unifi]` keys) → `client` (the trait over the two APIs) with `login` (cookie
+//! sessions, both login styles) and `integration` (API key) → `backend`
 //! (sharding, diff, debounced whole-list writes). See `shared/reference/firewalls.md` §7.
 
 mod backend;
 mod client;
 mod config;
+mod integration;
+mod login;
 #[cfg(test)]
 mod tests;
 
 pub use backend::{manual_step, UnifiBackend};
-pub use client::{Family, GroupApi, IntegrationApi, LoginApi, LoginStyle, RemoteGroup};
+pub use client::{Family, GroupApi, RemoteGroup};
 pub use config::{
     Auth, RawUnifiConfig, UnifiConfig, API_KEY_ENV, DEFAULT_BATCH_WINDOW,
     DEFAULT_MIN_WRITE_INTERVAL, PASSWORD_ENV, TABLE,
 };
+pub use integration::IntegrationApi;
+pub use login::{LoginApi, LoginStyle};
 
 use super::{parse_table, Backend, BackendError};
 use crate::config::ConfigError;
