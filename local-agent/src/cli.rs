@@ -578,7 +578,7 @@ async fn check_add_only(
         Err(_) => "no answer within 30 s".to_owned(),
     };
     if required {
-        return Err(c.fail(what, problem));
+        return Err(fail(what, problem));
     }
     c.warn(
         what,
@@ -588,7 +588,6 @@ async fn check_add_only(
 }
 
 struct Checker {
-    failed: bool,
     passed: usize,
     warnings: usize,
 }
@@ -602,21 +601,42 @@ impl Checker {
         self.warnings += 1;
         println!("warn  {what:<16} {}", detail.as_ref());
     }
-    fn fail(&mut self, what: &str, detail: impl AsRef<str>) -> ExitCode {
-        println!("FAIL  {what:<16} {}", detail.as_ref());
-        self.failed = true;
-        ExitCode::from(1)
-    }
 }
 
-// Long: the checks run in the order an operator fixes them, each printing its line. Not yet split, and
-// its dead branches not yet removed (issue 8 item 5; the `first` branch edits its messages).
+/// Prints a failed check; its exit code.
+fn fail(what: &str, detail: impl AsRef<str>) -> ExitCode {
+    println!("FAIL  {what:<16} {}", detail.as_ref());
+    ExitCode::from(1)
+}
+
+/// `check`: each step prints its line, in the order an operator fixes them; the first failure stops the
+/// run (later steps would only fail for the same reason).
 async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
     let mut c = Checker {
-        failed: false,
         passed: 0,
         warnings: 0,
     };
+    let steps = async {
+        check_config(&mut c, config, path);
+        check_state(&mut c, config)?;
+        check_queues(&mut c, config).await?;
+        check_firewall(&mut c, config).await?;
+        check_daemon(&mut c, config).await;
+        Ok::<(), ExitCode>(())
+    };
+    match steps.await {
+        Ok(()) => {
+            println!(
+                "All checks passed ({} ok, {} warning(s)).",
+                c.passed, c.warnings
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn check_config(c: &mut Checker, config: &Config, path: &std::path::Path) {
     c.ok(
         "configuration",
         format!(
@@ -627,143 +647,123 @@ async fn check(config: &Config, path: &std::path::Path) -> ExitCode {
             config.queue.poison_name
         ),
     );
+    let ids: Vec<String> = config
+        .queue
+        .keys
+        .iter()
+        .map(|k| k.id().to_owned())
+        .collect();
     c.ok(
         "signing key",
-        format!(
-            "{} key(s): {}",
-            config.queue.keys.len(),
-            config
-                .queue
-                .keys
-                .iter()
-                .map(|k| k.id())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        format!("{} key(s): {}", ids.len(), ids.join(", ")),
     );
+}
 
-    // State: the directory must be writable (the database is created at the first run).
-    let state_dir = config
-        .state
-        .path
+/// The database opens, or its directory is writable (it is created at the first run).
+fn check_state(c: &mut Checker, config: &Config) -> Result<(), ExitCode> {
+    let path = &config.state.path;
+    if path.exists() {
+        let store = Store::open_read_only(path).map_err(|e| fail("state", e.to_string()))?;
+        let active = store.active_count(Utc::now()).unwrap_or(0);
+        c.ok(
+            "state",
+            format!("{} ({active} active block(s))", path.display()),
+        );
+        return Ok(());
+    }
+    // The nearest existing ancestor is where the first run creates the directories and the file.
+    let mut probe = path
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    if config.state.path.exists() {
-        match Store::open_read_only(&config.state.path) {
-            Ok(s) => c.ok(
-                "state",
-                format!(
-                    "{} ({} active block(s))",
-                    config.state.path.display(),
-                    s.active_count(Utc::now()).unwrap_or(0)
-                ),
-            ),
-            Err(e) => return c.fail("state", e.to_string()),
-        }
-    } else {
-        let mut probe = state_dir.clone();
-        while !probe.exists() {
-            if !probe.pop() {
-                break;
-            }
-        }
-        match tempfile::tempfile_in(&probe) {
-            Ok(_) => c.ok(
-                "state",
-                format!(
-                    "{} will be created at the first run",
-                    config.state.path.display()
-                ),
-            ),
-            Err(e) => return c.fail("state", format!("cannot write in {}: {e}", probe.display())),
-        }
-    }
+    while !probe.exists() && probe.pop() {}
+    tempfile::tempfile_in(&probe)
+        .map_err(|e| fail("state", format!("cannot write in {}: {e}", probe.display())))?;
+    c.ok(
+        "state",
+        format!("{} will be created at the first run", path.display()),
+    );
+    Ok(())
+}
 
-    // Queue: reachable and readable without consuming anything (peek needs only read permission).
-    let (queue, poison) = match daemon::queues(config) {
-        Ok(q) => q,
-        Err(e) => return c.fail("queue", format!("{e:#}")),
-    };
+/// The queue is reachable and readable without consuming anything (peek needs only read permission); the
+/// poison and reports queues accept messages.
+async fn check_queues(c: &mut Checker, config: &Config) -> Result<(), ExitCode> {
+    let (queue, poison) = daemon::queues(config).map_err(|e| fail("queue", format!("{e:#}")))?;
     if let Ok(connection) = crate::config::connect(&config.queue.connection, None) {
-        if let Err(why) = probe(connection.service_url()).await {
-            return c.fail("queue", why);
-        }
+        probe(connection.service_url())
+            .await
+            .map_err(|why| fail("queue", why))?;
     }
     let create = config.queue.create_queues;
-    match tokio::time::timeout(Duration::from_secs(30), queue.peek(1)).await {
-        Ok(Ok(messages)) => c.ok(
-            "queue",
-            format!(
-                "{} is reachable and readable ({} message(s) visible at the front)",
-                queue.name(),
-                messages.len()
-            ),
-        ),
-        Ok(Err(queue_message::QueueError::NotFound(name))) if create => c.warn(
-            "queue",
-            format!("queue `{name}` does not exist yet; `run` creates it (create_queues = true)"),
-        ),
-        Ok(Err(queue_message::QueueError::NotFound(name))) => {
-            return c.fail(
+    let problem = match tokio::time::timeout(Duration::from_secs(30), queue.peek(1)).await {
+        Ok(Ok(messages)) => {
+            c.ok(
                 "queue",
-                format!("queue `{name}` does not exist (deploy the infrastructure or set create_queues = true for development)"),
-            )
+                format!(
+                    "{} is reachable and readable ({} message(s) visible at the front)",
+                    queue.name(),
+                    messages.len()
+                ),
+            );
+            None
         }
-        Ok(Err(queue_message::QueueError::Denied(why))) => {
-            return c.fail(
+        Ok(Err(queue_message::QueueError::NotFound(name))) if create => {
+            c.warn(
                 "queue",
-                format!("access denied: the agent needs the Storage Queue Data Message Processor role on the queue, or a SAS with permissions `rp` ({why})"),
-            )
+                format!("queue `{name}` does not exist yet; `run` creates it (create_queues = true)"),
+            );
+            None
         }
-        Ok(Err(e)) => return c.fail("queue", e.to_string()),
-        Err(_) => return c.fail("queue", "no answer within 30 s (network, DNS or proxy?)"),
+        Ok(Err(queue_message::QueueError::NotFound(name))) => Some(format!(
+            "queue `{name}` does not exist (deploy the infrastructure or set create_queues = true for development)"
+        )),
+        Ok(Err(queue_message::QueueError::Denied(why))) => Some(format!(
+            "access denied: the agent needs the Storage Queue Data Message Processor role on the queue, or a SAS with permissions `rp` ({why})"
+        )),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 30 s (network, DNS or proxy?)".to_owned()),
+    };
+    if let Some(problem) = problem {
+        return Err(fail("queue", problem));
     }
-    // Poison queue and reports queue: the agent only adds messages there.
-    if let Err(code) = check_add_only(&mut c, "poison queue", &poison, create, true).await {
-        return code;
-    }
-    if config.reports.enabled && !config.queue.keys.is_empty() {
-        let reports = match crate::config::connect(
+    check_add_only(c, "poison queue", &poison, create, true).await?;
+    if config.reports.enabled {
+        let reports = crate::config::connect(
             &config.reports.connection,
             config.queue.api_version.as_deref(),
-        ) {
-            Ok(connection) => std::sync::Arc::new(connection).queue(&config.reports.queue),
-            Err(e) => return c.fail("reports queue", format!("{e:#}")),
-        };
-        if let Err(code) = check_add_only(&mut c, "reports queue", &reports, create, false).await {
-            return code;
-        }
+        )
+        .map_err(|e| fail("reports queue", format!("{e:#}")))?;
+        let reports = std::sync::Arc::new(reports).queue(&config.reports.queue);
+        check_add_only(c, "reports queue", &reports, create, false).await?;
     }
+    Ok(())
+}
 
-    // Firewall: build (finds the tools, probes JSON support) and a read-only health check.
-    let mut backend = match backends::build(config.firewall.backend.clone()).await {
-        Ok(b) => b,
-        Err(e) => return c.fail("firewall", e.to_string()),
-    };
+/// The backend builds (finds the tools, probes JSON support) and passes a read-only health check.
+async fn check_firewall(c: &mut Checker, config: &Config) -> Result<(), ExitCode> {
+    let mut backend = backends::build(config.firewall.backend.clone())
+        .await
+        .map_err(|e| fail("firewall", e.to_string()))?;
     match backend.healthcheck().await {
         Ok(()) => c.ok("firewall", format!("{} is reachable and its objects are in place", backend.name())),
         Err(BackendError::Rejected(why)) => c.warn(
             "firewall",
             format!("{} is reachable; its objects are not set up yet and will be created by `run` ({why})", backend.name()),
         ),
-        Err(e) => return c.fail("firewall", e.to_string()),
+        Err(e) => return Err(fail("firewall", e.to_string())),
     }
+    Ok(())
+}
+
+/// Whether a daemon answers on the control socket (informational: `check` runs before the first start too).
+async fn check_daemon(c: &mut Checker, config: &Config) {
     match control::request(&config.state.socket, &Request::Status).await {
         Ok(Some(_)) => c.ok(
             "daemon",
             format!("running (control socket {})", config.state.socket.display()),
         ),
         _ => c.warn("daemon", "not running"),
-    }
-    if c.failed {
-        ExitCode::from(1)
-    } else {
-        println!(
-            "All checks passed ({} ok, {} warning(s)).",
-            c.passed, c.warnings
-        );
-        ExitCode::SUCCESS
     }
 }
 
