@@ -100,8 +100,10 @@ fn generate(n: usize, rng: &mut Rng, base: DateTime<Utc>) -> Stream {
     let mut model = Model::default();
     let mut messages = Vec::with_capacity(n);
     for i in 0..n {
-        let issued = base + chrono::Duration::milliseconds(10 * i as i64);
-        let issued_ms = i as u64;
+        // One second apart: the wire carries whole seconds, and equal issue times are a tie the agent
+        // gives to the release; distinct seconds keep the expected set free of ties.
+        let issued = base + chrono::Duration::seconds(i as i64);
+        let issued_s = i as u64;
         let roll = rng.below(100);
         let (action, source) = match roll {
             0..90 => {
@@ -133,18 +135,18 @@ fn generate(n: usize, rng: &mut Rng, base: DateTime<Utc>) -> Stream {
             let key = (claim.clone(), *addr);
             match (action, source.kind.as_str()) {
                 (Action::Block, _) => {
-                    model.blocks.insert(key, issued_ms);
+                    model.blocks.insert(key, issued_s);
                 }
                 (Action::Unblock, "manual") => {
-                    model.release_all.insert(*addr, issued_ms);
+                    model.release_all.insert(*addr, issued_s);
                 }
                 (Action::Unblock, _) => {
-                    model.releases.insert(key, issued_ms);
+                    model.releases.insert(key, issued_s);
                 }
             }
         }
         let expires_at = match action {
-            Action::Block => base + chrono::Duration::days(2),
+            Action::Block => base + chrono::Duration::days(3),
             Action::Unblock => issued + chrono::Duration::days(90),
         };
         messages.push(BlockMessage {
@@ -363,7 +365,12 @@ async fn main() -> anyhow::Result<()> {
     let seed = env_num("SOAK_SEED", 1);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let key = SigningKey::from_base64(KEY)?;
-    let stream = generate(n, &mut rng, Utc::now());
+    // Issue times end now (the handler signed them in the past hours); blocks expire in two days.
+    let stream = generate(
+        n,
+        &mut rng,
+        Utc::now() - chrono::Duration::seconds(n as i64),
+    );
     let texts = delivery_order(&stream, &key, &mut rng);
     println!(
         "soak: {n} messages ({} deliveries with duplicates), {kills} kills, seed {seed}, {} addresses expected blocked",
